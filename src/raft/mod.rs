@@ -1,0 +1,46 @@
+//! The consensus core: a deterministic, sans-IO Raft in the style of etcd-io/raft and
+//! tikv/raft-rs.
+//!
+//! It performs no I/O, reads no clock and uses no global randomness: time is [`Raft::tick`],
+//! randomness comes from [`Config::seed`], and everything the node must do leaves through a
+//! [`Ready`]. The same inputs always give the same outputs, which is what lets the seeded
+//! simulation in `tests/` replay any failure exactly.
+//!
+//! Features: pre-vote, check-quorum with leader lease, fast conflict back-off, the current-term
+//! commit rule with a no-op per term, batched ReadIndex, log compaction with InstallSnapshot,
+//! membership in log entries and snapshots, and leadership transfer with TimeoutNow.
+//!
+//! The driving loop:
+//! ```text
+//! loop {
+//!     tick() on a timer; step(msg) for each peer message; propose(data) for each command;
+//!     if has_ready() {
+//!         let rd = ready()?;
+//!         send(rd.messages); persist(rd.snapshot, rd.entries, rd.hard_state); fsync;
+//!         send(rd.persisted_messages); apply(rd.committed_entries);
+//!         advance(rd)?;
+//!     }
+//! }
+//! ```
+
+mod core;
+mod errors;
+mod follower;
+mod log;
+mod progress;
+mod read_index;
+mod ready;
+mod replication;
+mod storage;
+mod types;
+
+pub use self::core::{Config, Raft};
+pub use self::errors::{Error, ProposeError, Result, StorageError};
+pub use self::log::RaftLog;
+pub use self::progress::{Progress, ProgressState};
+pub use self::ready::Ready;
+pub use self::storage::{LogStore, MemStorage, RaftState, Storage};
+pub use self::types::{
+    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
+    Snapshot, SnapshotMeta, SoftState,
+};

@@ -1,0 +1,48 @@
+//! What the simulation needs from a storage backend: write what a Ready carries, compact, and
+//! survive a crash (give back only what was persisted).
+
+use bytes::Bytes;
+use rustyraft::raft::{
+    ConfState, Entry, HardState, MemStorage, Raft, Snapshot, Storage, StorageError,
+};
+
+/// A storage backend the simulation can drive and crash.
+pub trait SimStore: Storage + Sized {
+    fn sim_append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    fn sim_set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError>;
+    fn sim_apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError>;
+    fn sim_compact(&mut self, index: u64, conf: ConfState, data: Bytes)
+        -> Result<(), StorageError>;
+    fn sim_sync(&mut self) -> Result<(), StorageError>;
+    /// Takes the storage out of a crashed node: only what was made durable survives.
+    fn crash(raft: Raft<Self>) -> Self;
+}
+
+impl SimStore for MemStorage {
+    fn sim_append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.append(entries)
+    }
+    fn sim_set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.set_hard_state(hs);
+        Ok(())
+    }
+    fn sim_apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
+        self.apply_snapshot(snap);
+        Ok(())
+    }
+    fn sim_compact(
+        &mut self,
+        index: u64,
+        conf: ConfState,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        self.compact(index, conf, data)
+    }
+    fn sim_sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn crash(raft: Raft<Self>) -> Self {
+        // Everything written to MemStorage was "fsynced" by the harness before advance.
+        raft.log().storage.clone()
+    }
+}

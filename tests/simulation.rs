@@ -1,0 +1,177 @@
+//! Seeded simulation of the consensus core under loss, duplication, reordering, partitions
+//! (symmetric and one-way), crashes (including mid-Ready) and restarts from persisted state.
+//!
+//! - `cargo test --release --test simulation` runs `RUSTYRAFT_SIM_SEEDS` seeds (default 2000 in
+//!   release builds, 300 in debug builds), spread over all cores.
+//! - `RUSTYRAFT_SIM_SEED=S cargo test --release --test simulation` replays seed S exactly and
+//!   prints its full event trace.
+//!
+//! A failure prints the seed, the violated property and a minimal trace.
+
+mod sim;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rustyraft::raft::MemStorage;
+use sim::{minimal_trace, Cluster, Failure, Faults};
+
+/// What one seed did, for the summary line.
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    nodes: usize,
+    commits: u64,
+    reads: u64,
+    liveness_ticks: u64,
+}
+
+fn build(seed: u64) -> (Cluster<MemStorage>, u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let n = match rng.u8(0..20) {
+        0..=9 => 3,
+        10..=16 => 5,
+        _ => 7,
+    };
+    let faults = Faults::random(&mut rng);
+    let ticks = 300 + rng.u64(0..1200);
+    let c = Cluster::new(
+        n,
+        seed,
+        faults,
+        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
+    );
+    (c, ticks)
+}
+
+/// Runs one seed; returns its stats or the failure, plus the trace (empty unless `trace`).
+fn run_seed(seed: u64, trace: bool) -> (Result<Stats, (Failure, String)>, Vec<String>) {
+    let (mut c, ticks) = build(seed);
+    if trace {
+        c.trace = Some(Vec::new());
+        let (f, n) = (c.faults.clone(), c.ids().len());
+        c.log(|| format!("SEED {seed}: {n} nodes, {ticks} fault ticks, {f:?}"));
+    }
+    let res = c
+        .start_all()
+        .and_then(|_| c.run_ticks(ticks, |c| c.random_step()))
+        .and_then(|_| c.check_liveness());
+    let out = match res {
+        Ok(liveness_ticks) => Ok(Stats {
+            nodes: c.ids().len(),
+            commits: c
+                .leader()
+                .and_then(|l| c.raft(l))
+                .map_or(0, |r| r.commit_index()),
+            reads: c.reads_served,
+            liveness_ticks,
+        }),
+        Err(f) => Err((f, c.summary())),
+    };
+    (out, c.take_trace())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn report(seed: u64, f: &Failure, trace: &[String], summary: &str, full: bool) -> String {
+    let lines = if full {
+        trace.to_vec()
+    } else {
+        minimal_trace(trace, 120)
+    };
+    format!(
+        "seed {seed} FAILED at t={}: {}\nnode states:\n{summary}trace:\n{}\nreplay: RUSTYRAFT_SIM_SEED={seed} cargo test --release --test simulation -- --nocapture",
+        f.time,
+        f.what,
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn simulation_seeds_preserve_raft_safety_and_liveness() {
+    if let Some(seed) = env_u64("RUSTYRAFT_SIM_SEED") {
+        let (res, trace) = run_seed(seed, true);
+        match res {
+            Ok(s) => {
+                for l in &trace {
+                    println!("{l}");
+                }
+                println!(
+                    "seed {seed} passed: {} nodes, commit {}, {} reads, liveness in {} ticks",
+                    s.nodes, s.commits, s.reads, s.liveness_ticks
+                );
+            }
+            Err((f, summary)) => panic!("{}", report(seed, &f, &trace, &summary, true)),
+        }
+        return;
+    }
+    let default = if cfg!(debug_assertions) { 300 } else { 2000 };
+    let seeds = env_u64("RUSTYRAFT_SIM_SEEDS").unwrap_or(default);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = AtomicU64::new(1);
+    let failures: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    let totals: Mutex<(u64, u64, [u64; 8])> = Mutex::new((0, 0, [0; 8]));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed > seeds {
+                    break;
+                }
+                match run_seed(seed, false).0 {
+                    Ok(st) => {
+                        let mut t = totals.lock().unwrap();
+                        t.0 += st.commits;
+                        t.1 += st.reads;
+                        t.2[st.nodes] += 1;
+                    }
+                    Err(_) => failures.lock().unwrap().push(seed),
+                }
+            });
+        }
+    });
+    let mut failed = failures.into_inner().unwrap();
+    failed.sort_unstable();
+    let (commits, reads, sizes) = totals.into_inner().unwrap();
+    println!(
+        "{seeds} seeds: {} failed; clusters of 3/5/7: {}/{}/{}; {commits} commits, {reads} linearizable reads checked",
+        failed.len(),
+        sizes[3],
+        sizes[5],
+        sizes[7]
+    );
+    if let Some(&seed) = failed.first() {
+        // Replay the first failure with tracing on: the same seed gives the same run.
+        let msg = match run_seed(seed, true) {
+            (Err((f, summary)), trace) => report(seed, &f, &trace, &summary, false),
+            (Ok(_), _) => format!("seed {seed} failed but passed on replay: NON-DETERMINISM"),
+        };
+        panic!(
+            "{} of {seeds} seeds failed: {failed:?}\n{msg}",
+            failed.len()
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let run = |seed| {
+        let (mut c, ticks) = build(seed);
+        c.trace = Some(Vec::new());
+        let r = c
+            .start_all()
+            .and_then(|_| c.run_ticks(ticks, |c| c.random_step()))
+            .and_then(|_| c.check_liveness());
+        (r.is_ok(), c.take_trace())
+    };
+    for seed in [7, 1234] {
+        let (ok1, t1) = run(seed);
+        let (ok2, t2) = run(seed);
+        assert!(ok1 && ok2, "seed {seed} must pass");
+        assert!(t1.len() > 100, "trace too short to mean anything");
+        assert_eq!(t1, t2, "seed {seed} did not replay identically");
+    }
+    // Different seeds give different runs (the seed really drives the randomness).
+    assert_ne!(run(7).1, run(8).1);
+}
