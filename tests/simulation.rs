@@ -34,12 +34,16 @@ fn build(seed: u64) -> (Cluster<MemStorage>, u64) {
     };
     let faults = Faults::random(&mut rng);
     let ticks = 300 + rng.u64(0..1200);
-    let c = Cluster::new(
+    let one_entry_per_message = rng.bool();
+    let mut c = Cluster::new(
         n,
         seed,
         faults,
         Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
     );
+    if one_entry_per_message {
+        c.max_msg_bytes = 1;
+    }
     (c, ticks)
 }
 

@@ -392,6 +392,14 @@ impl<S: Storage> Raft<S> {
 
     // ----- elections -----------------------------------------------------------------------
 
+    /// Starts an election now, as if this node's election timeout had just elapsed (etcd's
+    /// `Campaign`). Scenario tests use it to pick who stands; a real node relies on `tick`.
+    /// A leader, or a node that is not a voter, ignores it.
+    pub fn campaign_now(&mut self) -> Result<()> {
+        self.election_elapsed = 0;
+        self.hup(false)
+    }
+
     /// Starts an election: a pre-vote round first when enabled, unless `transfer` (a leadership
     /// transfer skips it, since the old leader asked for it).
     pub(super) fn hup(&mut self, transfer: bool) -> Result<()> {

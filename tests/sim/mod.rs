@@ -142,6 +142,14 @@ pub struct Cluster<S: SimStore> {
     pub trace: Option<Vec<String>>,
     pub make_store: StoreFactory<S>,
     pub election_tick: u64,
+    /// Adjusts each node's config on (re)start: scenario tests turn features off or shrink
+    /// message sizes.
+    pub config_hook: Option<fn(&mut Config)>,
+    /// Byte cap per AppendEntries; 1 sends one entry per message, which lets faults cut
+    /// replication between two entries (how the Figure 8 situation arises).
+    pub max_msg_bytes: u64,
+    /// The answer to every read that was answered: ctx -> read index (None = refused).
+    pub read_results: BTreeMap<u64, Option<u64>>,
 }
 
 fn mix(h: u64, v: u64) -> u64 {
@@ -204,6 +212,9 @@ impl<S: SimStore> Cluster<S> {
             trace: None,
             make_store,
             election_tick: 10,
+            config_hook: None,
+            max_msg_bytes: 4096,
+            read_results: BTreeMap::new(),
         };
         let conf = ConfState::with_voters(ids.iter().copied());
         for &id in &ids {
@@ -293,6 +304,8 @@ impl<S: SimStore> Cluster<S> {
 
     pub fn restart(&mut self, id: NodeId) -> Result<(), Failure> {
         let et = self.election_tick;
+        let hook = self.config_hook;
+        let max_msg_bytes = self.max_msg_bytes;
         let Some(node) = self.nodes.get_mut(&id) else {
             return Ok(());
         };
@@ -316,8 +329,11 @@ impl<S: SimStore> Cluster<S> {
         cfg.election_tick = et;
         cfg.seed = mix(self.seed, id * 1000 + node.restarts);
         cfg.applied = applied;
-        cfg.max_size_per_msg = 4096;
+        cfg.max_size_per_msg = max_msg_bytes;
         cfg.max_inflight_msgs = 8;
+        if let Some(hook) = hook {
+            hook(&mut cfg);
+        }
         match Raft::new(cfg, disk) {
             Ok(r) => node.raft = Some(r),
             Err(e) => return Err(self.fail(format!("n{id} failed to restart: {e}"))),
@@ -487,6 +503,7 @@ impl<S: SimStore> Cluster<S> {
         else {
             return Ok(());
         };
+        self.read_results.insert(rs.ctx, rs.index);
         if let Some(index) = rs.index {
             self.reads_served += 1;
             if index < floor {

@@ -1,0 +1,358 @@
+//! Scenario tests named after the Raft paper's sections. Each one scripts a fault sequence
+//! exactly (who campaigns, which messages are lost) on the same simulated cluster the seeded
+//! simulation uses, so every safety invariant is checked after every step here too, and then
+//! asserts what the paper says must happen.
+//!
+//! Reference: Ongaro and Ousterhout, "In Search of an Understandable Consensus Algorithm"
+//! (extended version), and Ongaro's thesis for pre-vote and check-quorum.
+
+mod sim;
+
+use rustyraft::raft::{
+    Config, EntryKind, MemStorage, MessageBody, NodeId, Raft, Role, Storage as _,
+};
+use sim::{Cluster, Failure, Faults};
+
+type Sim = Cluster<MemStorage>;
+
+fn cluster(n: usize, hook: Option<fn(&mut Config)>) -> Sim {
+    let mut c = Cluster::new(
+        n,
+        7,
+        Faults::none(),
+        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
+    );
+    c.config_hook = hook;
+    c.trace = Some(Vec::new());
+    c.start_all().expect("start");
+    c
+}
+
+/// Fails the test with the violated property and the event trace.
+fn ok<T>(c: &mut Sim, r: Result<T, Failure>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(f) => {
+            let trace = c.take_trace().join("\n");
+            panic!("{} at t={}\n{trace}", f.what, f.time);
+        }
+    }
+}
+
+fn node(c: &Sim, id: NodeId) -> &Raft<MemStorage> {
+    c.raft(id).expect("node is up")
+}
+
+/// Makes `id` campaign (repeatedly, if a stale term makes it lose) until it leads.
+fn elect(c: &mut Sim, id: NodeId) {
+    for _ in 0..5 {
+        let r = c.raft_mut(id).expect("up").campaign_now();
+        assert!(r.is_ok(), "campaign: {r:?}");
+        let r = c.process(id).and_then(|_| c.stabilize());
+        ok(c, r);
+        if node(c, id).role() == Role::Leader {
+            return;
+        }
+    }
+    panic!("n{id} could not win an election");
+}
+
+fn term_at(c: &Sim, id: NodeId, index: u64) -> Option<u64> {
+    node(c, id).log().term_opt(index)
+}
+
+/// Reference: section 5.4.2, Figure 8. A leader must not decide that an entry from an earlier
+/// term is committed because it is stored on a majority: only an entry of the leader's own term
+/// is committed by counting replicas. Here an entry from term 2 reaches three of five servers
+/// under a term-4 leader, yet a later leader legitimately overwrites it, so counting it as
+/// committed would lose a committed entry (the simulation's Commit Safety check would fire).
+#[test]
+fn section_5_4_2_figure_8_no_commit_by_counting_old_term_replicas() {
+    // The paper's Raft: no pre-vote, no check-quorum, one entry per AppendEntries so that
+    // replication can be cut between two entries.
+    fn paper_raft(cfg: &mut Config) {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+        cfg.max_size_per_msg = 1;
+    }
+    let mut c = cluster(5, Some(paper_raft));
+    // (a) S1 leads and replicates the entry at index 2 only to S2.
+    elect(&mut c, 1);
+    let t_a = node(&c, 1).term();
+    c.drop_filter = Some(Box::new(|m| m.from == 1 && (m.to == 3 || m.to == 4 || m.to == 5)));
+    let x = c.propose(1, b"x").expect("S1 leads");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    assert_eq!(term_at(&c, 2, x), Some(t_a), "S2 holds index {x}");
+    assert_eq!(term_at(&c, 3, x), None);
+    assert!(node(&c, 1).commit_index() < x);
+
+    // (b) S1 crashes; S5 is elected with votes from S3, S4 and itself, and takes an entry at
+    // index 2 in its own term, which reaches nobody.
+    c.crash(1);
+    c.drop_filter = Some(Box::new(|m| {
+        m.from == 5 && matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    elect(&mut c, 5);
+    let t_b = node(&c, 5).term();
+    assert!(t_b > t_a);
+    assert_eq!(term_at(&c, 5, x), Some(t_b), "S5's no-op sits at index {x}");
+
+    // (c) S5 crashes, S1 restarts and is elected; it sends the term-2 entry to S3 but its own
+    // term's no-op to S2 only. Index 2 is now on S1, S2 and S3: a majority, of an old term.
+    c.crash(5);
+    c.drop_filter = None;
+    let r = c.restart(1);
+    ok(&mut c, r);
+    // S3 may see the new term's entry only in the probe it rejects (it lacks index 2 then); once
+    // it has been sent index 2, anything past index 2 is lost on the way to it.
+    let s3_has_x = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = s3_has_x.clone();
+    c.drop_filter = Some(Box::new(move |m| {
+        if m.from != 1 || m.to == 5 {
+            return false;
+        }
+        if m.to == 4 {
+            return true;
+        }
+        let MessageBody::AppendEntries { entries, .. } = &m.body else {
+            return false;
+        };
+        if m.to != 3 {
+            return false;
+        }
+        let drop = seen.get() && entries.iter().any(|e| e.index > x);
+        if entries.iter().any(|e| e.index == x) {
+            seen.set(true);
+        }
+        drop
+    }));
+    elect(&mut c, 1);
+    let t_c = node(&c, 1).term();
+    assert!(t_c > t_b);
+    for id in [1, 2, 3] {
+        assert_eq!(term_at(&c, id, x), Some(t_a), "S{id} holds the term-{t_a} entry");
+    }
+    assert_eq!(term_at(&c, 3, x + 1), None, "S3 must not have the new term's entry");
+    // The rule under test: replicas of an old-term entry are not counted.
+    assert!(
+        node(&c, 1).commit_index() < x,
+        "S1 committed index {x} (term {t_a}) by counting replicas in term {t_c}"
+    );
+
+    // (d) S1 crashes; S5 restarts and wins with S3 and S4 (its last term is higher than
+    // theirs), then overwrites index 2 everywhere. This is legal only because index 2 was never
+    // committed; the simulation checks that no node ever committed it.
+    c.crash(1);
+    c.drop_filter = None;
+    let r = c.restart(5);
+    ok(&mut c, r);
+    c.partition(&[2], &[3, 4, 5]);
+    elect(&mut c, 5);
+    c.heal();
+    let y = c.propose(5, b"y").expect("S5 leads");
+    let r = c.run_ticks(5, |_| Ok(()));
+    ok(&mut c, r);
+    for id in [2, 3, 4, 5] {
+        assert_eq!(term_at(&c, id, x), Some(t_b), "S{id} now holds S5's entry at {x}");
+        assert!(node(&c, id).commit_index() >= y, "S{id} committed {y}");
+    }
+    // And a restarted S1 converges on the same history.
+    let r = c.restart(1);
+    ok(&mut c, r);
+    let r = c.run_ticks(30, |_| Ok(()));
+    ok(&mut c, r);
+    assert_eq!(term_at(&c, 1, x), Some(t_b));
+    assert_eq!(c.applied(1), c.applied(5));
+}
+
+/// Reference: sections 5.3 and 6.2 (thesis 6.2, check-quorum). A leader cut off from the
+/// majority steps down within an election timeout, the majority elects a new leader and keeps
+/// committing, and when the old leader comes back its uncommitted entries are replaced by the
+/// new leader's log.
+#[test]
+fn section_5_3_partitioned_old_leader_comes_back() {
+    let mut c = cluster(5, None);
+    elect(&mut c, 1);
+    let old_term = node(&c, 1).term();
+    let committed = c.propose(1, b"before").expect("leads");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    assert!(node(&c, 3).commit_index() >= committed);
+
+    c.partition(&[1], &[2, 3, 4, 5]);
+    let stale = c.propose(1, b"lost").expect("still thinks it leads");
+    // Within two election timeouts S1 notices it cannot hear a majority and steps down, and the
+    // majority elects someone else.
+    let r = c.run_ticks(4 * c.election_tick, |_| Ok(()));
+    ok(&mut c, r);
+    assert_ne!(node(&c, 1).role(), Role::Leader, "check-quorum must depose S1");
+    assert!(node(&c, 1).commit_index() < stale, "S1 cannot commit alone");
+    let new = c.leader().expect("majority elects a leader");
+    assert_ne!(new, 1);
+    assert!(node(&c, new).term() > old_term);
+    let fresh = c.propose(new, b"after").expect("new leader");
+    let r = c.run_ticks(5, |_| Ok(()));
+    ok(&mut c, r);
+    assert!(node(&c, new).commit_index() >= fresh);
+
+    c.heal();
+    let r = c.run_ticks(3 * c.election_tick, |_| Ok(()));
+    ok(&mut c, r);
+    let leader = c.leader().expect("a leader");
+    let lead_commit = node(&c, leader).commit_index();
+    assert_eq!(node(&c, 1).commit_index(), lead_commit, "S1 caught up");
+    assert_eq!(c.applied(1), c.applied(leader));
+    let stale_entry = node(&c, 1).log().term_opt(stale);
+    assert_ne!(
+        stale_entry,
+        Some(old_term),
+        "S1's uncommitted entry from the old term was replaced"
+    );
+    let ents = node(&c, 1)
+        .log()
+        .storage
+        .entries(committed, lead_commit + 1, None)
+        .expect("entries");
+    assert!(
+        !ents
+            .iter()
+            .any(|e| e.kind == EntryKind::Normal && e.data.as_ref() == b"lost"),
+        "the stale proposal never took effect"
+    );
+    assert!(ents.iter().any(|e| e.data.as_ref() == b"after"));
+}
+
+/// Reference: thesis section 9.6 (pre-vote). A node cut off from the cluster keeps timing out,
+/// but pre-vote stops it from raising its term; when it rejoins, the stable leader keeps its
+/// term and its leadership, and the node simply catches up.
+#[test]
+fn section_9_6_rejoining_node_does_not_disrupt_stable_leader() {
+    let mut c = cluster(3, None);
+    elect(&mut c, 1);
+    let term = node(&c, 1).term();
+    c.partition(&[3], &[1, 2]);
+    // Many election timeouts pass on the isolated node.
+    let r = c.run_ticks(20 * c.election_tick, |c| {
+        c.propose(1, b"w");
+        Ok(())
+    });
+    ok(&mut c, r);
+    assert_eq!(node(&c, 3).term(), term, "pre-vote keeps the isolated node's term");
+    assert_ne!(node(&c, 3).role(), Role::Leader);
+    assert!(node(&c, 3).commit_index() < node(&c, 1).commit_index());
+
+    c.heal();
+    let r = c.run_ticks(3 * c.election_tick, |_| Ok(()));
+    ok(&mut c, r);
+    assert_eq!(c.leader(), Some(1), "the stable leader keeps leading");
+    assert_eq!(node(&c, 1).term(), term, "no election happened");
+    assert_eq!(node(&c, 3).commit_index(), node(&c, 1).commit_index());
+    assert_eq!(c.applied(3), c.applied(1));
+
+    // The same node, now with a genuinely higher term (it stood in an election it could not
+    // win while pre-vote was off, as an older version would), is also ignored by followers
+    // that hear from the leader (the leader lease) and cannot depose it.
+    let lead_commit = node(&c, 1).commit_index();
+    c.partition(&[3], &[1, 2]);
+    let r = c.raft_mut(3).expect("up").campaign_now();
+    assert!(r.is_ok());
+    let r = c.process(3).and_then(|_| c.stabilize());
+    ok(&mut c, r);
+    assert_eq!(node(&c, 3).term(), term, "a pre-vote round alone never raises the term");
+    c.heal();
+    let r = c.run_ticks(3 * c.election_tick, |c| {
+        c.propose(1, b"v");
+        Ok(())
+    });
+    ok(&mut c, r);
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(node(&c, 1).term(), term);
+    assert!(node(&c, 3).commit_index() > lead_commit);
+}
+
+/// Ticks only `ids` (the others' clocks stand still), delivering messages as they fall due.
+fn tick_only(c: &mut Sim, ids: &[NodeId], ticks: u64) {
+    for _ in 0..ticks {
+        for &id in ids {
+            let r = c.tick(id);
+            ok(c, r);
+        }
+        let until = c.time + sim::TICK;
+        let r = c.deliver_until(until);
+        ok(c, r);
+    }
+}
+
+/// Reference: section 8 and thesis section 6.4 (ReadIndex). A deposed leader that has not yet
+/// noticed must not answer a read from its own stale commit index, and a newly elected leader
+/// must not answer one before an entry of its own term is committed.
+#[test]
+fn section_8_read_index_during_leader_change() {
+    let mut c = cluster(3, None);
+    elect(&mut c, 1);
+    c.propose(1, b"a");
+    let r = c.stabilize();
+    ok(&mut c, r);
+
+    // S1 is cut off and its clock stands still, so it still believes it leads; S2 and S3 elect a
+    // new leader, which commits a write S1 never sees.
+    c.partition(&[1], &[2, 3]);
+    let et = c.election_tick;
+    tick_only(&mut c, &[2, 3], 3 * et);
+    let new = c.leader().expect("majority elects a leader");
+    assert_ne!(new, 1);
+    assert_eq!(node(&c, 1).role(), Role::Leader, "S1 has not noticed yet");
+    let w = c.propose(new, b"b").expect("leads");
+    tick_only(&mut c, &[2, 3], 3);
+    assert!(node(&c, new).commit_index() >= w);
+    assert!(node(&c, 1).commit_index() < w);
+
+    // A read at the deposed leader must wait for a quorum to confirm its leadership, which it
+    // will never get: it must not be answered from S1's stale commit index.
+    let stale = ok_read(&mut c, 1);
+    tick_only(&mut c, &[1], 2);
+    tick_only(&mut c, &[2, 3], 2);
+    assert_eq!(c.read_results.get(&stale), None, "S1 answered a read it could not confirm");
+    c.heal();
+    let r = c.run_ticks(3 * et, |_| Ok(()));
+    ok(&mut c, r);
+    assert!(
+        !matches!(c.read_results.get(&stale), Some(Some(i)) if *i < w),
+        "stale read answered: {:?}",
+        c.read_results.get(&stale)
+    );
+
+    // A fresh leader answers only after its term's no-op commits. Hold back every AppendEntries
+    // (heartbeats still flow), depose the leader and let the others elect a new one.
+    let old = c.leader().expect("leader");
+    c.drop_filter = Some(Box::new(|m| matches!(m.body, MessageBody::AppendEntries { .. })));
+    c.crash(old);
+    let r = c.run_ticks(4 * et, |_| Ok(()));
+    ok(&mut c, r);
+    let fresh = c.leader().expect("the two survivors elect a leader");
+    let term = node(&c, fresh).term();
+    let noop = node(&c, fresh).log().last_index().expect("last");
+    assert_eq!(term_at(&c, fresh, noop), Some(term), "the new term's no-op");
+    assert!(node(&c, fresh).commit_index() < noop);
+    let ctx = ok_read(&mut c, fresh);
+    let r = c.run_ticks(3, |_| Ok(()));
+    ok(&mut c, r);
+    assert_eq!(
+        c.read_results.get(&ctx),
+        None,
+        "answered before the leader committed an entry of its term"
+    );
+    c.drop_filter = None;
+    let r = c.run_ticks(5, |_| Ok(()));
+    ok(&mut c, r);
+    match c.read_results.get(&ctx) {
+        Some(Some(i)) => assert!(*i >= noop, "read answered at {i}, below the no-op {noop}"),
+        other => panic!("read on the new leader was not answered: {other:?}"),
+    }
+}
+
+fn ok_read(c: &mut Sim, id: NodeId) -> u64 {
+    let r = c.read(id);
+    ok(c, r)
+}
