@@ -151,8 +151,10 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
             (Err((f, summary)), trace) => report(seed, &f, &trace, &summary, false),
             (Ok(_), _) => format!("seed {seed} failed but passed on replay: NON-DETERMINISM"),
         };
+        let shown: Vec<u64> = failed.iter().copied().take(20).collect();
+        let more = if failed.len() > shown.len() { ", ..." } else { "" };
         panic!(
-            "{} of {seeds} seeds failed: {failed:?}\n{msg}",
+            "{} of {seeds} seeds failed: {shown:?}{more}\n{msg}",
             failed.len()
         );
     }

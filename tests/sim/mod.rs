@@ -28,6 +28,9 @@ pub use store::SimStore;
 
 /// Simulated time units per tick.
 pub const TICK: u64 = 10;
+/// Messages in flight beyond which a run fails: far above what a correct cluster of 7 nodes
+/// produces even with duplication and long delays.
+pub const MAX_IN_FLIGHT: usize = 20_000;
 
 /// Fault knobs of one run.
 #[derive(Clone, Debug)]
@@ -637,6 +640,15 @@ impl<S: SimStore> Cluster<S> {
     fn deliver(&mut self, m: Message) -> Result<(), Failure> {
         if !self.deliverable(&m) || !self.is_up(m.to) {
             return Ok(());
+        }
+        // Raft's traffic is bounded (heartbeats plus a bounded window of appends per follower),
+        // so a pile-up of messages is a bug, and catching it keeps a broken run from eating the
+        // machine.
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            return Err(self.fail(format!(
+                "MESSAGE STORM: {} messages in flight (bound {MAX_IN_FLIGHT})",
+                self.in_flight.len()
+            )));
         }
         let to = m.to;
         if self.trace.is_some() {
