@@ -79,7 +79,9 @@ fn section_5_4_2_figure_8_no_commit_by_counting_old_term_replicas() {
     // (a) S1 leads and replicates the entry at index 2 only to S2.
     elect(&mut c, 1);
     let t_a = node(&c, 1).term();
-    c.drop_filter = Some(Box::new(|m| m.from == 1 && (m.to == 3 || m.to == 4 || m.to == 5)));
+    c.drop_filter = Some(Box::new(|m| {
+        m.from == 1 && (m.to == 3 || m.to == 4 || m.to == 5)
+    }));
     let x = c.propose(1, b"x").expect("S1 leads");
     let r = c.stabilize();
     ok(&mut c, r);
@@ -131,9 +133,17 @@ fn section_5_4_2_figure_8_no_commit_by_counting_old_term_replicas() {
     let t_c = node(&c, 1).term();
     assert!(t_c > t_b);
     for id in [1, 2, 3] {
-        assert_eq!(term_at(&c, id, x), Some(t_a), "S{id} holds the term-{t_a} entry");
+        assert_eq!(
+            term_at(&c, id, x),
+            Some(t_a),
+            "S{id} holds the term-{t_a} entry"
+        );
     }
-    assert_eq!(term_at(&c, 3, x + 1), None, "S3 must not have the new term's entry");
+    assert_eq!(
+        term_at(&c, 3, x + 1),
+        None,
+        "S3 must not have the new term's entry"
+    );
     // The rule under test: replicas of an old-term entry are not counted.
     assert!(
         node(&c, 1).commit_index() < x,
@@ -154,7 +164,11 @@ fn section_5_4_2_figure_8_no_commit_by_counting_old_term_replicas() {
     let r = c.run_ticks(5, |_| Ok(()));
     ok(&mut c, r);
     for id in [2, 3, 4, 5] {
-        assert_eq!(term_at(&c, id, x), Some(t_b), "S{id} now holds S5's entry at {x}");
+        assert_eq!(
+            term_at(&c, id, x),
+            Some(t_b),
+            "S{id} now holds S5's entry at {x}"
+        );
         assert!(node(&c, id).commit_index() >= y, "S{id} committed {y}");
     }
     // And a restarted S1 converges on the same history.
@@ -186,7 +200,11 @@ fn section_5_3_partitioned_old_leader_comes_back() {
     // majority elects someone else.
     let r = c.run_ticks(4 * c.election_tick, |_| Ok(()));
     ok(&mut c, r);
-    assert_ne!(node(&c, 1).role(), Role::Leader, "check-quorum must depose S1");
+    assert_ne!(
+        node(&c, 1).role(),
+        Role::Leader,
+        "check-quorum must depose S1"
+    );
     assert!(node(&c, 1).commit_index() < stale, "S1 cannot commit alone");
     let new = c.leader().expect("majority elects a leader");
     assert_ne!(new, 1);
@@ -238,7 +256,11 @@ fn section_9_6_rejoining_node_does_not_disrupt_stable_leader() {
         Ok(())
     });
     ok(&mut c, r);
-    assert_eq!(node(&c, 3).term(), term, "pre-vote keeps the isolated node's term");
+    assert_eq!(
+        node(&c, 3).term(),
+        term,
+        "pre-vote keeps the isolated node's term"
+    );
     assert_ne!(node(&c, 3).role(), Role::Leader);
     assert!(node(&c, 3).commit_index() < node(&c, 1).commit_index());
 
@@ -259,7 +281,11 @@ fn section_9_6_rejoining_node_does_not_disrupt_stable_leader() {
     assert!(r.is_ok());
     let r = c.process(3).and_then(|_| c.stabilize());
     ok(&mut c, r);
-    assert_eq!(node(&c, 3).term(), term, "a pre-vote round alone never raises the term");
+    assert_eq!(
+        node(&c, 3).term(),
+        term,
+        "a pre-vote round alone never raises the term"
+    );
     c.heal();
     let r = c.run_ticks(3 * c.election_tick, |c| {
         c.propose(1, b"v");
@@ -313,7 +339,11 @@ fn section_8_read_index_during_leader_change() {
     let stale = ok_read(&mut c, 1);
     tick_only(&mut c, &[1], 2);
     tick_only(&mut c, &[2, 3], 2);
-    assert_eq!(c.read_results.get(&stale), None, "S1 answered a read it could not confirm");
+    assert_eq!(
+        c.read_results.get(&stale),
+        None,
+        "S1 answered a read it could not confirm"
+    );
     c.heal();
     let r = c.run_ticks(3 * et, |_| Ok(()));
     ok(&mut c, r);
@@ -326,7 +356,9 @@ fn section_8_read_index_during_leader_change() {
     // A fresh leader answers only after its term's no-op commits. Hold back every AppendEntries
     // (heartbeats still flow), depose the leader and let the others elect a new one.
     let old = c.leader().expect("leader");
-    c.drop_filter = Some(Box::new(|m| matches!(m.body, MessageBody::AppendEntries { .. })));
+    c.drop_filter = Some(Box::new(|m| {
+        matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
     c.crash(old);
     let r = c.run_ticks(4 * et, |_| Ok(()));
     ok(&mut c, r);

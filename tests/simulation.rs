@@ -152,7 +152,11 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
             (Ok(_), _) => format!("seed {seed} failed but passed on replay: NON-DETERMINISM"),
         };
         let shown: Vec<u64> = failed.iter().copied().take(20).collect();
-        let more = if failed.len() > shown.len() { ", ..." } else { "" };
+        let more = if failed.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        };
         panic!(
             "{} of {seeds} seeds failed: {shown:?}{more}\n{msg}",
             failed.len()

@@ -1,0 +1,663 @@
+//! History checking for chat rooms: did a recorded client history behave like one correct,
+//! linearizable, append-only log per room?
+//!
+//! The chaos mode of `run_n_clients` records every operation a client invoked and what it saw,
+//! then reads back each room's final log from the converged cluster and hands both to
+//! [`check_room`]. Linearizability is local (Herlihy and Wing), so rooms are checked one at a
+//! time.
+//!
+//! # The model
+//! A room is a sequence of message ids. `Send(id)` appends `id` and returns its 1-based `seq`.
+//! A linearizable `Read` returns the first `len` messages. Subscribers see a contiguous run.
+//!
+//! # Why a specialised checker and not a general WGL search
+//! A general linearizability search (Wing and Gong, Lowe; porcupine) is exponential in the
+//! number of concurrent operations. For an append-only log whose final order is known (every
+//! node holds it after convergence) the question collapses to a scheduling problem: the sends
+//! take effect in final-log order, a read of length `len` sits between send `len` and send
+//! `len + 1`, and we need one linearization point per operation inside its real-time interval,
+//! in that order. Placing each point as early as possible is optimal (any feasible schedule can
+//! be shifted left to the greedy one), so one pass in log order decides it exactly. The unit
+//! tests cross-check this against a brute-force search over every ordering on small histories.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// A message id: unique per send attempt family (the `client_request_id`, reused by retries).
+pub type MsgId = String;
+
+/// What a client saw of one operation. Times are any monotonic clock (e.g. microseconds since
+/// the run started), taken before the request left and after the answer arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A send (with all its retries, which reuse one id). `acked` is the seq the cluster
+    /// returned, or `None` if no attempt was acknowledged (the outcome is then unknown: it may
+    /// or may not have taken effect, but at most once).
+    Send {
+        /// Id shared by every retry of this send.
+        id: MsgId,
+        /// When the first attempt was sent.
+        invoked: u64,
+        /// When the acknowledgement arrived (ignored if `acked` is `None`).
+        returned: u64,
+        /// The seq the cluster acknowledged.
+        acked: Option<u64>,
+    },
+    /// A linearizable read of the room from seq 1: what it returned, in order.
+    Read {
+        /// When the read was sent.
+        invoked: u64,
+        /// When the answer arrived.
+        returned: u64,
+        /// The ids returned, seq 1 first.
+        ids: Vec<MsgId>,
+    },
+}
+
+/// What a subscriber received: seqs and ids in arrival order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// Who subscribed (for the report), e.g. "sub-2@node3".
+    pub name: String,
+    /// The seq the subscription asked to start from.
+    pub from_seq: u64,
+    /// Every (seq, id) delivered, in order.
+    pub seen: Vec<(u64, MsgId)>,
+}
+
+/// A way the history departs from a linearizable append-only log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// An acknowledged send is missing from the final log.
+    Lost {
+        /// The send's id.
+        id: MsgId,
+        /// The seq it was acknowledged with.
+        seq: u64,
+    },
+    /// The final log holds the same id more than once.
+    Duplicated {
+        /// The repeated id.
+        id: MsgId,
+        /// Every seq it occupies.
+        seqs: Vec<u64>,
+    },
+    /// A send was acknowledged with a seq other than its place in the final log.
+    WrongSeq {
+        /// The send's id.
+        id: MsgId,
+        /// Seq in the acknowledgement.
+        acked: u64,
+        /// Seq in the final log.
+        actual: u64,
+    },
+    /// The final log holds an id no client ever sent.
+    Phantom {
+        /// The unknown id.
+        id: MsgId,
+        /// Where it sits.
+        seq: u64,
+    },
+    /// A read returned something that is not a prefix of the final log.
+    NotAPrefix {
+        /// Index of the read in the history.
+        op: usize,
+        /// First seq where it differs.
+        seq: u64,
+    },
+    /// No linearization exists: the operation cannot take effect inside its real-time interval
+    /// given everything ordered before it (a stale read, or sends that took effect in an order
+    /// real time forbids).
+    NotLinearizable {
+        /// Index of the operation in the history.
+        op: usize,
+        /// Why, in words.
+        why: String,
+    },
+    /// A subscriber saw a gap, a duplicate, a reordering or an entry that differs from the log.
+    Subscriber {
+        /// The subscriber's name.
+        name: String,
+        /// Why, in words.
+        why: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Lost { id, seq } => write!(f, "lost: send {id} was acked as seq {seq}"),
+            Violation::Duplicated { id, seqs } => write!(f, "duplicated: {id} at seqs {seqs:?}"),
+            Violation::WrongSeq { id, acked, actual } => {
+                write!(f, "wrong seq: {id} acked as {acked}, stored at {actual}")
+            }
+            Violation::Phantom { id, seq } => {
+                write!(f, "phantom: {id} at seq {seq} was never sent")
+            }
+            Violation::NotAPrefix { op, seq } => {
+                write!(f, "read #{op} differs from the log at seq {seq}")
+            }
+            Violation::NotLinearizable { op, why } => {
+                write!(f, "not linearizable at op #{op}: {why}")
+            }
+            Violation::Subscriber { name, why } => write!(f, "subscriber {name}: {why}"),
+        }
+    }
+}
+
+/// Totals of a check that passed, for the verdict line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sends that were acknowledged.
+    pub acked: u64,
+    /// Sends whose outcome was unknown and that did take effect.
+    pub unknown_applied: u64,
+    /// Linearizable reads checked.
+    pub reads: u64,
+    /// Messages delivered to subscribers and checked.
+    pub delivered: u64,
+}
+
+/// Checks one room: `ops` is the client history, `log` the room's final message ids (seq 1
+/// first, the same on every node), `subs` what the subscribers saw. Returns every violation
+/// found, or a summary.
+pub fn check_room(
+    ops: &[Op],
+    log: &[MsgId],
+    subs: &[Subscription],
+) -> Result<Summary, Vec<Violation>> {
+    let mut v = Vec::new();
+    let mut summary = Summary::default();
+
+    // Where each id sits in the final log (and duplicates).
+    let mut pos: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (i, id) in log.iter().enumerate() {
+        pos.entry(id.as_str()).or_default().push(i as u64 + 1);
+    }
+    let mut dups: Vec<_> = pos.iter().filter(|(_, s)| s.len() > 1).collect();
+    dups.sort();
+    for (id, seqs) in dups {
+        v.push(Violation::Duplicated {
+            id: id.to_string(),
+            seqs: seqs.clone(),
+        });
+    }
+    let seq_of = |id: &str| pos.get(id).and_then(|s| s.first().copied());
+
+    // Sends: acked ones must be in the log at their seq; every log entry must have a sender.
+    let mut sender: HashMap<&str, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Op::Send { id, acked, .. } = op else {
+            continue;
+        };
+        sender.insert(id.as_str(), i);
+        match (acked, seq_of(id)) {
+            (Some(seq), None) => v.push(Violation::Lost {
+                id: id.clone(),
+                seq: *seq,
+            }),
+            (Some(seq), Some(actual)) if *seq != actual => v.push(Violation::WrongSeq {
+                id: id.clone(),
+                acked: *seq,
+                actual,
+            }),
+            (Some(_), Some(_)) => summary.acked += 1,
+            (None, Some(_)) => summary.unknown_applied += 1,
+            (None, None) => {}
+        }
+    }
+    for (i, id) in log.iter().enumerate() {
+        if !sender.contains_key(id.as_str()) {
+            v.push(Violation::Phantom {
+                id: id.clone(),
+                seq: i as u64 + 1,
+            });
+        }
+    }
+
+    // Reads must be prefixes of the log.
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Read { ids, .. } = op {
+            summary.reads += 1;
+            if let Some(k) = ids.iter().zip(log).position(|(a, b)| a != b) {
+                v.push(Violation::NotAPrefix {
+                    op: i,
+                    seq: k as u64 + 1,
+                });
+            } else if ids.len() > log.len() {
+                v.push(Violation::NotAPrefix {
+                    op: i,
+                    seq: log.len() as u64 + 1,
+                });
+            }
+        }
+    }
+
+    for s in subs {
+        match check_subscription(s, log) {
+            Ok(n) => summary.delivered += n,
+            Err(why) => v.push(Violation::Subscriber {
+                name: s.name.clone(),
+                why,
+            }),
+        }
+    }
+
+    if v.is_empty() {
+        if let Err(e) = schedule(ops, log, &sender) {
+            v.push(e);
+        }
+    }
+    if v.is_empty() {
+        Ok(summary)
+    } else {
+        Err(v)
+    }
+}
+
+/// The greedy linearization (see the module docs). Slots: the read(s) of length 0, then send
+/// 1, the reads of length 1, send 2, and so on. Each operation's point is the earliest instant
+/// inside its interval that is not before the previous slot's points.
+fn schedule(ops: &[Op], log: &[MsgId], sender: &HashMap<&str, usize>) -> Result<(), Violation> {
+    let mut reads_by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Read { ids, .. } = op {
+            reads_by_len.entry(ids.len()).or_default().push(i);
+        }
+    }
+    // A point is `(t, k)`: time t plus k infinitesimal steps, so that "just after t" exists and
+    // a point inside [inv, ret] is one with t < ret, or t == ret and k == 0. `floor` is the
+    // latest point placed so far; points strictly increase from slot to slot.
+    type Point = (u64, u64);
+    let mut floor: Option<Point> = None;
+    let place =
+        |i: usize, floor: &mut Option<Point>, prev: Option<Point>| -> Result<(), Violation> {
+            let (inv, ret) = match &ops[i] {
+                Op::Send {
+                    invoked,
+                    returned,
+                    acked,
+                    ..
+                } => (
+                    *invoked,
+                    if acked.is_some() {
+                        *returned
+                    } else {
+                        u64::MAX / 4
+                    },
+                ),
+                Op::Read {
+                    invoked, returned, ..
+                } => (*invoked, *returned),
+            };
+            let at = (inv, 0).max(prev.map_or((0, 0), |(t, k)| (t, k + 1)));
+            if at.0 > ret || (at.0 == ret && at.1 > 0) {
+                let what = match &ops[i] {
+                    Op::Read { ids, .. } => format!("a read that saw {} messages", ids.len()),
+                    Op::Send { id, .. } => format!("send {id}"),
+                };
+                let why = format!(
+                "{what} returned at {ret}, but everything the log orders before it cannot take \
+                 effect until after {}: a stale read, reads going backwards, or sends stored \
+                 in an order real time forbids",
+                prev.map_or(0, |p| p.0)
+            );
+                return Err(Violation::NotLinearizable { op: i, why });
+            }
+            *floor = Some(floor.map_or(at, |f| f.max(at)));
+            Ok(())
+        };
+    for len in 0..=log.len() {
+        if len > 0 {
+            let id = log[len - 1].as_str();
+            let Some(&i) = sender.get(id) else {
+                continue; // reported as a phantom
+            };
+            let prev = floor;
+            place(i, &mut floor, prev)?;
+        }
+        if let Some(reads) = reads_by_len.get(&len) {
+            let prev = floor;
+            for &i in reads {
+                place(i, &mut floor, prev)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subscription must be a gap-free, duplicate-free run of the log starting at `from_seq`.
+fn check_subscription(s: &Subscription, log: &[MsgId]) -> Result<u64, String> {
+    let start = s.from_seq.max(1);
+    for (k, (seq, id)) in s.seen.iter().enumerate() {
+        let want = start + k as u64;
+        if *seq != want {
+            return Err(format!(
+                "expected seq {want}, got {seq} (a gap, duplicate or reorder)"
+            ));
+        }
+        match log.get(want as usize - 1) {
+            Some(l) if l == id => {}
+            Some(l) => return Err(format!("seq {want} is {id}, the log has {l}")),
+            None => return Err(format!("seq {want} is past the end of the log")),
+        }
+    }
+    Ok(s.seen.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(id: &str, invoked: u64, returned: u64, acked: Option<u64>) -> Op {
+        Op::Send {
+            id: id.into(),
+            invoked,
+            returned,
+            acked,
+        }
+    }
+    fn read(invoked: u64, returned: u64, ids: &[&str]) -> Op {
+        Op::Read {
+            invoked,
+            returned,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+    fn log(ids: &[&str]) -> Vec<MsgId> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_correct_concurrent_history_passes() {
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 5, 20, Some(2)),
+            read(12, 15, &["a"]),
+            read(16, 30, &["a", "b"]),
+            send("c", 25, 40, None),
+        ];
+        let s = check_room(&ops, &log(&["a", "b", "c"]), &[]).expect("linearizable");
+        assert_eq!(s.acked, 2);
+        assert_eq!(s.unknown_applied, 1);
+        assert_eq!(s.reads, 2);
+    }
+
+    #[test]
+    fn a_lost_ack_is_caught() {
+        let ops = vec![send("a", 0, 10, Some(1)), send("b", 11, 20, Some(2))];
+        let err = check_room(&ops, &log(&["a"]), &[]).unwrap_err();
+        assert!(err.contains(&Violation::Lost {
+            id: "b".into(),
+            seq: 2
+        }));
+    }
+
+    #[test]
+    fn a_duplicate_is_caught() {
+        let ops = vec![send("a", 0, 10, Some(1))];
+        let err = check_room(&ops, &log(&["a", "a"]), &[]).unwrap_err();
+        assert!(
+            matches!(&err[0], Violation::Duplicated { id, seqs } if id == "a" && seqs == &[1, 2])
+        );
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        // "b" was acknowledged at t=20; a read that started at t=25 must see it.
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 11, 20, Some(2)),
+            read(25, 30, &["a"]),
+        ];
+        let err = check_room(&ops, &log(&["a", "b"]), &[]).unwrap_err();
+        assert!(
+            matches!(err[0], Violation::NotLinearizable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reads_going_backwards_are_caught() {
+        // The first read saw "b" (still in flight), a later read did not.
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 11, 100, Some(2)),
+            read(20, 30, &["a", "b"]),
+            read(40, 50, &["a"]),
+        ];
+        let err = check_room(&ops, &log(&["a", "b"]), &[]).unwrap_err();
+        assert!(
+            matches!(err[0], Violation::NotLinearizable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_reorder_is_caught() {
+        // "a" was acknowledged before "b" was sent, but the log has "b" first.
+        let ops = vec![send("a", 0, 10, Some(2)), send("b", 20, 30, Some(1))];
+        let err = check_room(&ops, &log(&["b", "a"]), &[]).unwrap_err();
+        assert!(
+            matches!(err[0], Violation::NotLinearizable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn concurrent_sends_may_land_in_either_order() {
+        let ops = vec![send("a", 0, 30, Some(2)), send("b", 5, 25, Some(1))];
+        assert!(check_room(&ops, &log(&["b", "a"]), &[]).is_ok());
+    }
+
+    #[test]
+    fn wrong_seq_and_phantom_are_caught() {
+        let ops = vec![send("a", 0, 10, Some(2))];
+        let err = check_room(&ops, &log(&["a", "zz"]), &[]).unwrap_err();
+        assert!(err.contains(&Violation::WrongSeq {
+            id: "a".into(),
+            acked: 2,
+            actual: 1
+        }));
+        assert!(err.contains(&Violation::Phantom {
+            id: "zz".into(),
+            seq: 2
+        }));
+    }
+
+    #[test]
+    fn a_read_that_is_not_a_prefix_is_caught() {
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 0, 10, Some(2)),
+            read(20, 30, &["b"]),
+        ];
+        let err = check_room(&ops, &log(&["a", "b"]), &[]).unwrap_err();
+        assert_eq!(err, vec![Violation::NotAPrefix { op: 2, seq: 1 }]);
+    }
+
+    #[test]
+    fn subscriber_gaps_and_duplicates_are_caught() {
+        let l = log(&["a", "b", "c"]);
+        let ops = vec![
+            send("a", 0, 1, Some(1)),
+            send("b", 2, 3, Some(2)),
+            send("c", 4, 5, Some(3)),
+        ];
+        let ok = Subscription {
+            name: "ok".into(),
+            from_seq: 2,
+            seen: vec![(2, "b".into()), (3, "c".into())],
+        };
+        assert_eq!(
+            check_room(&ops, &l, std::slice::from_ref(&ok)).map(|s| s.delivered),
+            Ok(2)
+        );
+        let gap = Subscription {
+            name: "gap".into(),
+            from_seq: 1,
+            seen: vec![(1, "a".into()), (3, "c".into())],
+        };
+        let dup = Subscription {
+            name: "dup".into(),
+            from_seq: 1,
+            seen: vec![(1, "a".into()), (1, "a".into())],
+        };
+        let err = check_room(&ops, &l, &[gap, dup]).unwrap_err();
+        assert_eq!(err.len(), 2);
+    }
+
+    /// Brute force: try every order of every operation (and every subset of unacknowledged
+    /// sends) against the sequential spec. Exponential, so only for tiny histories.
+    fn brute_force(ops: &[Op]) -> bool {
+        fn ret(op: &Op) -> u64 {
+            match op {
+                Op::Send {
+                    returned, acked, ..
+                } => {
+                    if acked.is_some() {
+                        *returned
+                    } else {
+                        u64::MAX
+                    }
+                }
+                Op::Read { returned, .. } => *returned,
+            }
+        }
+        fn inv(op: &Op) -> u64 {
+            match op {
+                Op::Send { invoked, .. } | Op::Read { invoked, .. } => *invoked,
+            }
+        }
+        fn go(ops: &[Op], done: &mut Vec<bool>, state: &mut Vec<MsgId>) -> bool {
+            let pending: Vec<usize> = (0..ops.len()).filter(|&i| !done[i]).collect();
+            if pending.is_empty() {
+                return true;
+            }
+            for &i in &pending {
+                // WGL: `i` may go next only if no other pending operation returned before `i`
+                // was invoked (a tie counts as "before", the strict reading of real time).
+                let blocked = pending
+                    .iter()
+                    .any(|&j| j != i && ret(&ops[j]) <= inv(&ops[i]));
+                if blocked {
+                    continue;
+                }
+                let ok = match &ops[i] {
+                    Op::Send { id, acked, .. } => {
+                        if acked.is_some_and(|s| s != state.len() as u64 + 1) {
+                            continue;
+                        }
+                        done[i] = true;
+                        state.push(id.clone());
+                        let ok = go(ops, done, state);
+                        state.pop();
+                        done[i] = false;
+                        ok
+                    }
+                    Op::Read { ids, .. } => {
+                        if ids != state {
+                            continue;
+                        }
+                        done[i] = true;
+                        let ok = go(ops, done, state);
+                        done[i] = false;
+                        ok
+                    }
+                };
+                if ok {
+                    return true;
+                }
+            }
+            false
+        }
+        go(ops, &mut vec![false; ops.len()], &mut Vec::new())
+    }
+
+    /// The fast checker agrees with brute force on thousands of small random histories
+    /// generated from a real log (so the prefix and seq checks pass and the question is purely
+    /// about real-time order).
+    #[test]
+    fn agrees_with_brute_force_on_small_histories() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let (mut linearizable, mut not) = (0, 0);
+        for _ in 0..4000 {
+            let n = rng.usize(1..=4);
+            let final_log: Vec<MsgId> = (0..n).map(|i| format!("m{i}")).collect();
+            let mut ops = Vec::new();
+            for (k, id) in final_log.iter().enumerate() {
+                let inv = rng.u64(0..20);
+                let ret = inv + rng.u64(0..20);
+                let acked = if rng.u8(0..4) == 0 {
+                    None
+                } else {
+                    Some(k as u64 + 1)
+                };
+                ops.push(send(id, inv, ret, acked));
+            }
+            for _ in 0..rng.usize(0..3) {
+                let inv = rng.u64(0..30);
+                let ret = inv + rng.u64(0..15);
+                let len = rng.usize(0..=n);
+                let ids: Vec<&str> = final_log[..len].iter().map(|s| s.as_str()).collect();
+                ops.push(read(inv, ret, &ids));
+            }
+            // Shuffle the order of ops in the history: it must not matter.
+            rng.shuffle(&mut ops);
+            let fast = check_room(&ops, &final_log, &[]).is_ok();
+            // Brute force must also respect the final log order: it only accepts orders in
+            // which the applied sends form the final log.
+            let slow = brute_force_with_log(&ops, &final_log);
+            assert_eq!(fast, slow, "disagreement on {ops:?} with log {final_log:?}");
+            if fast {
+                linearizable += 1;
+            } else {
+                not += 1;
+            }
+        }
+        assert!(
+            linearizable > 500 && not > 500,
+            "{linearizable} / {not}: both outcomes exercised"
+        );
+    }
+
+    /// Brute force restricted to linearizations that produce exactly `log` (every send in the
+    /// log took effect; sends not in it did not).
+    fn brute_force_with_log(ops: &[Op], log: &[MsgId]) -> bool {
+        // Acked sends carry their seq; make every send in the log "acked" at its position for
+        // the search's state check, but keep its real interval (unknown = open-ended).
+        let in_log: HashMap<&str, u64> = log
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as u64 + 1))
+            .collect();
+        let mut pinned = Vec::new();
+        for op in ops {
+            match op {
+                Op::Send {
+                    id,
+                    invoked,
+                    returned,
+                    acked,
+                } => {
+                    let Some(&seq) = in_log.get(id.as_str()) else {
+                        continue; // never took effect: drop it
+                    };
+                    let returned = if acked.is_some() {
+                        *returned
+                    } else {
+                        u64::MAX / 2
+                    };
+                    pinned.push(Op::Send {
+                        id: id.clone(),
+                        invoked: *invoked,
+                        returned,
+                        acked: Some(seq),
+                    });
+                }
+                read => pinned.push(read.clone()),
+            }
+        }
+        brute_force(&pinned)
+    }
+}
