@@ -6,9 +6,12 @@
 //!   I/O, no global RNG. Drive it with `step`/`tick`/`propose` and the `ready`/`advance` cycle.
 //! - [`check`]: the history checker for chaos runs: is a recorded client history a
 //!   linearizable, lossless, duplicate-free append-only log per room?
+//! - [`launcher`]: pieces of the `run_n_clients` cluster launcher (the fault-injecting link
+//!   proxy).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod launcher;
 pub mod pb;
 pub mod raft;
