@@ -4,8 +4,11 @@
 //!
 //! - [`raft`]: the consensus core. Pure, synchronous and deterministic: no tokio, no clock, no
 //!   I/O, no global RNG. Drive it with `step`/`tick`/`propose` and the `ready`/`advance` cycle.
+//! - [`storage`]: durable storage for the core: a segmented, checksummed write-ahead log with
+//!   group commit, atomic hard state and streamable snapshots ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
 #![deny(missing_docs)]
 
 pub mod pb;
 pub mod raft;
+pub mod storage;
