@@ -6,3 +6,14 @@
 //! fsync of the directory). See `docs/storage.md` for the layout and the recovery rules.
 
 pub mod codec;
+mod disk;
+mod fsutil;
+mod snapshot;
+mod wal;
+
+pub use self::disk::{DiskConfig, DiskStats, DiskStorage};
+pub use self::fsutil::{DiskError, StorageOpenError};
+pub use self::snapshot::{SnapshotReceiver, MAX_SNAPSHOT_LEN};
+
+#[cfg(test)]
+mod tests;
