@@ -276,3 +276,16 @@ fn disk_storage_seeds() {
         );
     }
 }
+
+#[test]
+fn disk_and_memory_storage_give_identical_runs() {
+    // The core is deterministic, so a storage that answers exactly like MemStorage (after
+    // every crash and recovery too) must produce the very same event trace.
+    for seed in [3, 11, 42, 77] {
+        let (mem_res, mem_trace) = run_seed(seed, true);
+        let (disk_res, disk_trace) = run_disk_seed(seed, true);
+        assert!(mem_res.is_ok() && disk_res.is_ok(), "seed {seed} must pass");
+        assert!(mem_trace.iter().any(|l| l.contains("CRASH")));
+        assert_eq!(mem_trace, disk_trace, "seed {seed}: disk run diverged");
+    }
+}

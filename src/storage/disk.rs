@@ -37,16 +37,24 @@ pub struct DiskConfig {
     /// Whether to fsync at all. Always true in production: turning it off keeps every code
     /// path but no durability, which only tests on a tmpfs and comparisons in benchmarks want.
     pub fsync: bool,
+    /// When true, a change of the commit index alone does not rewrite the hard-state file at
+    /// `sync`; it is written with the next term or vote change, compaction or snapshot. That
+    /// saves the two fsyncs of an atomic replace on almost every leader Ready, at the price of
+    /// a restarted node re-learning its commit index from the leader (safe: the core never
+    /// relies on the persisted commit). Off by default, which keeps the [`LogStore`] contract
+    /// to the letter: everything set before `sync` survives a crash.
+    pub lazy_commit: bool,
 }
 
 impl DiskConfig {
-    /// Defaults: 64 MiB segments, 64 MiB entry cache, fsync on.
+    /// Defaults: 64 MiB segments, 64 MiB entry cache, fsync on, commit written at every sync.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         DiskConfig {
             dir: dir.into(),
             segment_size: 64 << 20,
             cache_bytes: 64 << 20,
             fsync: true,
+            lazy_commit: false,
         }
     }
 }
@@ -67,10 +75,9 @@ pub struct DiskStats {
 ///
 /// Durability follows the [`LogStore`] contract: `append` and `set_hard_state` only write to
 /// the kernel, and `sync` makes all of them durable with one fdatasync of the log plus, when
-/// the term or vote changed, one atomic replace of the hard-state file. A change of the commit
-/// index alone is not worth three fsyncs per batch (a restarted node re-learns its commit
-/// index from the leader), so it is written with the next term or vote change, compaction or
-/// snapshot. `compact` and `apply_snapshot` are durable when they return.
+/// the hard state changed, one atomic replace of the hard-state file (see
+/// [`DiskConfig::lazy_commit`] to skip that for commit-only changes). `compact` and
+/// `apply_snapshot` are durable when they return.
 ///
 /// After any failed write the storage refuses further work ([`DiskError::Poisoned`]): once an
 /// fsync has failed, the kernel may have dropped the dirty pages, and only a reopen (which
@@ -108,7 +115,15 @@ impl DiskStorage {
     /// never dropped silently.
     pub fn open(cfg: DiskConfig, initial_conf: ConfState) -> Result<DiskStorage, DiskError> {
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).at(&dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).at(&dir)?;
+            // Make the new directory's own entry durable.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if cfg.fsync {
+                    File::open(parent).and_then(|d| d.sync_all()).at(parent)?;
+                }
+            }
+        }
         let sync = Syncer {
             enabled: cfg.fsync,
             counters: Arc::new(Counters::default()),
@@ -403,7 +418,7 @@ impl DiskStorage {
     fn do_sync(&mut self) -> Result<(), DiskError> {
         self.wal.sync()?;
         let (hs, durable) = (self.hard_state, self.durable_hard_state);
-        if hs.term != durable.term || hs.vote != durable.vote {
+        if hs.term != durable.term || hs.vote != durable.vote || !self.cfg.lazy_commit {
             self.write_hard_state()?;
         }
         Ok(())
