@@ -458,3 +458,30 @@ fn a_write_failure_poisons_the_storage() {
         "{again:?}"
     );
 }
+
+#[test]
+fn storage_types_can_move_between_tasks() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<DiskStorage>();
+    assert_send::<rustyraft::raft::Raft<DiskStorage>>();
+    assert_send::<rustyraft::storage::SnapshotReceiver>();
+    assert_send::<DiskError>();
+}
+
+#[test]
+fn recovery_keeps_only_a_bounded_cache_and_reads_the_rest_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = DiskConfig::new(tmp.path());
+    cfg.segment_size = 4096;
+    cfg.cache_bytes = 1000;
+    let mut s = DiskStorage::open(cfg.clone(), voters()).unwrap();
+    let five = ConfState::with_voters([1, 2, 3, 4, 5]);
+    let mut all = ents(1, 300, 1);
+    all[99] = conf_entry(100, 1, &five);
+    s.append(&all).unwrap();
+    s.compact(50, voters(), Bytes::new()).unwrap();
+    s.sync().unwrap();
+    let s = reopen_disk(s);
+    assert_eq!(s.entries(51, 300, None).unwrap(), all[50..].to_vec());
+    assert_eq!(s.initial_state().unwrap().conf_state, five);
+}

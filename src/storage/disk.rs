@@ -208,7 +208,7 @@ impl DiskStorage {
             snapshot.meta.index,
             snapshot.meta.term,
         )?;
-        let confs = conf_entries(&rec.entries).collect();
+        let confs = conf_entries(&rec.conf_entries).collect();
         info!(
             dir = %dir.display(),
             snapshot = snapshot.meta.index,

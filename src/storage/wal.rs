@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::codec::{self, DecodeError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::fsutil::{DiskError, IoContext, Syncer};
-use crate::raft::Entry;
+use crate::raft::{Entry, EntryKind};
 
 /// Sector size assumed by the torn-write check: a write that did not reach the disk reads
 /// back as zeros in whole sectors.
@@ -60,8 +60,8 @@ struct Segment {
 pub(crate) struct Recovered {
     /// The log.
     pub wal: Wal,
-    /// Entries after the snapshot, as read back (used to rebuild membership).
-    pub entries: Vec<Entry>,
+    /// Configuration entries after the snapshot, as read back (to rebuild membership).
+    pub conf_entries: Vec<Entry>,
 }
 
 /// Tuning of the log.
@@ -168,7 +168,9 @@ impl Wal {
             unsynced: false,
             dir_unsynced: false,
         };
-        let mut entries: Vec<Entry> = Vec::new();
+        // Only the configuration entries and a bounded cache of the newest entries stay in
+        // memory; everything else is indexed by location and read back on demand.
+        let mut conf_entries: Vec<Entry> = Vec::new();
         let mut locs: Vec<Loc> = Vec::new();
         let mut expected: Option<u64> = None;
         let count = names.len();
@@ -227,7 +229,10 @@ impl Wal {
                             offset: off as u64,
                             len: n as u32,
                         });
-                        entries.push(e);
+                        if e.kind == EntryKind::ConfChange {
+                            conf_entries.push(e.clone());
+                        }
+                        wal.cache_push(e);
                         off += n;
                         index += 1;
                     }
@@ -285,13 +290,13 @@ impl Wal {
                 } else if wal_first == snap_index + 1 {
                     true
                 } else {
-                    entries[(snap_index - wal_first) as usize].term == snap_term
+                    locs[(snap_index - wal_first) as usize].term == snap_term
                 }
             }
             _ => false,
         };
         if !keep {
-            if !entries.is_empty() {
+            if !locs.is_empty() {
                 info!(
                     dir = %dir.display(),
                     snap_index,
@@ -301,7 +306,7 @@ impl Wal {
             wal.reset(snap_index + 1)?;
             return Ok(Recovered {
                 wal,
-                entries: Vec::new(),
+                conf_entries: Vec::new(),
             });
         }
         let wal_first = wal
@@ -309,13 +314,15 @@ impl Wal {
             .front()
             .map_or(snap_index + 1, |s| s.first_index);
         let skip = (snap_index + 1 - wal_first) as usize;
-        let entries = entries.split_off(skip.min(entries.len()));
         wal.locs = locs.into_iter().skip(skip).collect();
-        for e in &entries {
-            wal.cache_push(e.clone());
+        while wal.cache.front().is_some_and(|e| e.index <= snap_index) {
+            if let Some(e) = wal.cache.pop_front() {
+                wal.cache_bytes -= e.size();
+            }
         }
+        conf_entries.retain(|e| e.index > snap_index);
         wal.drop_old_segments(snap_index)?;
-        Ok(Recovered { wal, entries })
+        Ok(Recovered { wal, conf_entries })
     }
 
     /// First index in the log (snapshot index + 1).
