@@ -449,12 +449,14 @@ impl Wal {
             .ok_or_else(|| DiskError::Invalid(format!("truncate at {index} below the log")))?;
         let loc = self.locs[pos as usize];
         self.flush()?;
-        let mut removed = false;
+        // Later segments go first, newest first, each unlink made durable before the next:
+        // whatever a crash leaves is a contiguous run of segments.
         while self.segments.back().is_some_and(|s| s.seq > loc.seg) {
-            if let Some(s) = self.segments.pop_back() {
-                fs::remove_file(&s.path).at(&s.path)?;
-                removed = true;
-            }
+            self.remove_segment_back()?;
+        }
+        if self.dir_unsynced {
+            self.sync.dir(&self.dir)?;
+            self.dir_unsynced = false;
         }
         let Some(seg) = self.segments.back_mut() else {
             return Err(DiskError::Invalid(
@@ -465,10 +467,6 @@ impl Wal {
         seg.len = loc.offset;
         self.sync.data(&seg.file, &seg.path)?;
         self.unsynced = false;
-        if removed || self.dir_unsynced {
-            self.sync.dir(&self.dir)?;
-            self.dir_unsynced = false;
-        }
         self.locs.truncate(pos as usize);
         let next = self.next_index();
         while self.cache.back().is_some_and(|e| e.index >= next) {
@@ -499,10 +497,14 @@ impl Wal {
     }
 
     /// Deletes every segment and starts an empty log whose first entry will be `next_index`.
+    ///
+    /// Segments are removed newest first, each unlink made durable before the next, so a crash
+    /// leaves a prefix of the old log, which recovery checks against the snapshot (and
+    /// discards) like any other log that does not continue it.
     pub fn reset(&mut self, next_index: u64) -> Result<(), DiskError> {
         self.buf.clear();
-        while let Some(s) = self.segments.pop_front() {
-            fs::remove_file(&s.path).at(&s.path)?;
+        while !self.segments.is_empty() {
+            self.remove_segment_back()?;
         }
         self.locs.clear();
         self.cache.clear();
@@ -513,13 +515,23 @@ impl Wal {
         self.sync()
     }
 
-    /// Removes non-active segments whose entries are all at or below `snap_index`.
+    /// Removes non-active segments whose entries are all at or below `snap_index`, oldest
+    /// first, each unlink made durable before the next (so a crash never leaves a hole).
     fn drop_old_segments(&mut self, snap_index: u64) -> Result<(), DiskError> {
         while self.segments.len() > 1 && self.segments[1].first_index <= snap_index + 1 {
             if let Some(s) = self.segments.pop_front() {
                 fs::remove_file(&s.path).at(&s.path)?;
-                self.dir_unsynced = true;
+                self.sync.dir(&self.dir)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Removes the newest segment, durably.
+    fn remove_segment_back(&mut self) -> Result<(), DiskError> {
+        if let Some(s) = self.segments.pop_back() {
+            fs::remove_file(&s.path).at(&s.path)?;
+            self.sync.dir(&self.dir)?;
         }
         Ok(())
     }
