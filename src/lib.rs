@@ -8,6 +8,8 @@
 //!   linearizable, lossless, duplicate-free append-only log per room?
 //! - [`launcher`]: pieces of the `run_n_clients` cluster launcher (the fault-injecting link
 //!   proxy).
+//! - [`storage`]: durable storage for the core: a segmented, checksummed write-ahead log with
+//!   group commit, atomic hard state and streamable snapshots ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
 #![deny(missing_docs)]
 
@@ -15,3 +17,4 @@ pub mod check;
 pub mod launcher;
 pub mod pb;
 pub mod raft;
+pub mod storage;

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use rustyraft::raft::{
-    ConfState, Entry, HardState, MemStorage, Raft, Snapshot, Storage, StorageError,
+    ConfState, Entry, HardState, LogStore, MemStorage, Raft, Snapshot, Storage, StorageError,
 };
+use rustyraft::storage::DiskStorage;
 
 /// A storage backend the simulation can drive and crash.
 pub trait SimStore: Storage + Sized {
@@ -44,5 +45,39 @@ impl SimStore for MemStorage {
     fn crash(raft: Raft<Self>) -> Self {
         // Everything written to MemStorage was "fsynced" by the harness before advance.
         raft.log().storage.clone()
+    }
+}
+
+impl SimStore for DiskStorage {
+    fn sim_append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        LogStore::append(self, entries)
+    }
+    fn sim_set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        LogStore::set_hard_state(self, hs)
+    }
+    fn sim_apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
+        LogStore::apply_snapshot(self, snap)
+    }
+    fn sim_compact(
+        &mut self,
+        index: u64,
+        conf: ConfState,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        LogStore::compact(self, index, conf, data)
+    }
+    fn sim_sync(&mut self) -> Result<(), StorageError> {
+        LogStore::sync(self)
+    }
+    fn crash(raft: Raft<Self>) -> Self {
+        // Drop the storage (the "crash"), then recover from the directory. The harness syncs
+        // every Ready before advance, and a crash mid-Ready happens before anything of that
+        // Ready is written, so what is in the files is exactly what was made durable.
+        let cfg = raft.log().storage.config().clone();
+        drop(raft);
+        match DiskStorage::open(cfg, ConfState::default()) {
+            Ok(s) => s,
+            Err(e) => panic!("recovery after a simulated crash failed: {e}"),
+        }
     }
 }

@@ -1,0 +1,515 @@
+//! [`DiskStorage`]: the WAL, the hard-state file and the snapshot files behind the core's
+//! [`Storage`] and [`LogStore`] traits.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::codec;
+use super::fsutil::{Counters, DiskError, IoContext, Syncer};
+use super::snapshot::{self, SnapshotReceiver};
+use super::wal::{Wal, WalOptions};
+use crate::raft::{
+    ConfState, Entry, EntryKind, HardState, LogStore, RaftState, Snapshot, SnapshotMeta, Storage,
+    StorageError,
+};
+
+/// Name of the hard-state file.
+const HARD_STATE_FILE: &str = "hardstate";
+
+/// Where and how a [`DiskStorage`] keeps its files.
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    /// The storage directory. One node, one directory; created if absent.
+    pub dir: PathBuf,
+    /// A WAL segment is sealed and a new one started when the next record would make it larger
+    /// than this. Compaction deletes whole segments, so this is also the granularity at which
+    /// disk space comes back.
+    pub segment_size: u64,
+    /// Recent entries kept in memory (by [`Entry::size`]), so that replication to followers
+    /// that keep up never reads the disk. Older entries are read back with one pread each.
+    pub cache_bytes: u64,
+    /// Whether to fsync at all. Always true in production: turning it off keeps every code
+    /// path but no durability, which only tests on a tmpfs and comparisons in benchmarks want.
+    pub fsync: bool,
+    /// When true, a change of the commit index alone does not rewrite the hard-state file at
+    /// `sync`; it is written with the next term or vote change, compaction or snapshot. That
+    /// saves the two fsyncs of an atomic replace on almost every leader Ready, at the price of
+    /// a restarted node re-learning its commit index from the leader (safe: the core never
+    /// relies on the persisted commit). Off by default, which keeps the [`LogStore`] contract
+    /// to the letter: everything set before `sync` survives a crash.
+    pub lazy_commit: bool,
+}
+
+impl DiskConfig {
+    /// Defaults: 64 MiB segments, 64 MiB entry cache, fsync on, commit written at every sync.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DiskConfig {
+            dir: dir.into(),
+            segment_size: 64 << 20,
+            cache_bytes: 64 << 20,
+            fsync: true,
+            lazy_commit: false,
+        }
+    }
+}
+
+/// Counters of the work done to be durable, for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// fsync/fdatasync calls, on files and directories.
+    pub fsyncs: u64,
+    /// Bytes handed to the kernel.
+    pub bytes_written: u64,
+}
+
+/// Durable Raft storage in one directory.
+///
+/// Layout: `wal-*.seg` (the log after the snapshot), `hardstate` (term, vote, commit),
+/// `snap-<index>-<term>.snap` (the newest snapshot; index 0 holds the initial membership).
+///
+/// Durability follows the [`LogStore`] contract: `append` and `set_hard_state` only write to
+/// the kernel, and `sync` makes all of them durable with one fdatasync of the log plus, when
+/// the hard state changed, one atomic replace of the hard-state file (see
+/// [`DiskConfig::lazy_commit`] to skip that for commit-only changes). `compact` and
+/// `apply_snapshot` are durable when they return.
+///
+/// After any failed write the storage refuses further work ([`DiskError::Poisoned`]): once an
+/// fsync has failed, the kernel may have dropped the dirty pages, and only a reopen (which
+/// recovers from what is really on disk) is safe.
+#[derive(Debug)]
+pub struct DiskStorage {
+    cfg: DiskConfig,
+    sync: Syncer,
+    wal: Wal,
+    hard_state: HardState,
+    /// What the hard-state file holds.
+    durable_hard_state: HardState,
+    snapshot: Snapshot,
+    snapshot_path: PathBuf,
+    /// Configuration entries in the log after the snapshot, oldest first, so that
+    /// `initial_state` never reads the log.
+    confs: Vec<(u64, ConfState)>,
+    poisoned: Option<String>,
+}
+
+fn conf_entries(entries: &[Entry]) -> impl Iterator<Item = (u64, ConfState)> + '_ {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::ConfChange)
+        .filter_map(|e| ConfState::decode(&e.data).map(|c| (e.index, c)))
+}
+
+impl DiskStorage {
+    /// Opens the storage in `cfg.dir`, recovering whatever a crash left. An empty or absent
+    /// directory is a fresh node with membership `initial_conf` (ignored otherwise).
+    ///
+    /// A torn record at the tail of the log is cut off with a warning. Anything else that is
+    /// damaged (a checksum mismatch before the tail, a bad snapshot or hard-state file, a hole
+    /// between snapshot and log) is an error naming the file and offset: acknowledged data is
+    /// never dropped silently.
+    pub fn open(cfg: DiskConfig, initial_conf: ConfState) -> Result<DiskStorage, DiskError> {
+        let dir = cfg.dir.clone();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).at(&dir)?;
+            // Make the new directory's own entry durable.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if cfg.fsync {
+                    File::open(parent).and_then(|d| d.sync_all()).at(parent)?;
+                }
+            }
+        }
+        let sync = Syncer {
+            enabled: cfg.fsync,
+            counters: Arc::new(Counters::default()),
+        };
+        // Leftovers of interrupted atomic writes and transfers.
+        let mut has_files = false;
+        for ent in fs::read_dir(&dir).at(&dir)? {
+            let ent = ent.at(&dir)?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") || name.starts_with("staged-") {
+                info!(file = %ent.path().display(), "removing leftover temp file");
+                fs::remove_file(ent.path()).at(&ent.path())?;
+            } else if name.starts_with("wal-") || name == HARD_STATE_FILE {
+                has_files = true;
+            }
+        }
+
+        let mut snaps = snapshot::list_snapshots(&dir)?;
+        let (snapshot, snapshot_path) = match snaps.pop() {
+            Some((index, term, path)) => {
+                let s = snapshot::load_snapshot(&path)?;
+                if s.meta.index != index || s.meta.term != term {
+                    return Err(DiskError::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: format!(
+                            "holds index {} term {}, name says {index} {term}",
+                            s.meta.index, s.meta.term
+                        ),
+                    });
+                }
+                for (_, _, old) in snaps {
+                    fs::remove_file(&old).at(&old)?;
+                }
+                (s, path)
+            }
+            None if has_files => {
+                return Err(DiskError::Inconsistent {
+                    dir,
+                    reason: "a log or hard state but no snapshot file (not even the initial \
+                             one): refusing to guess the membership"
+                        .into(),
+                });
+            }
+            None => {
+                info!(dir = %dir.display(), "fresh storage");
+                let s = Snapshot {
+                    meta: SnapshotMeta {
+                        index: 0,
+                        term: 0,
+                        conf: initial_conf,
+                    },
+                    data: Bytes::new(),
+                };
+                let path = snapshot::write_snapshot(&sync, &dir, &s)?;
+                (s, path)
+            }
+        };
+
+        let hs_path = dir.join(HARD_STATE_FILE);
+        let durable_hard_state = match fs::read(&hs_path) {
+            Ok(bytes) => codec::decode_hard_state(&bytes).map_err(|e| DiskError::Corrupt {
+                file: hs_path.clone(),
+                offset: 0,
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HardState::default(),
+            Err(e) => return Err(e).at(&hs_path),
+        };
+        let mut hard_state = durable_hard_state;
+        hard_state.commit = hard_state.commit.max(snapshot.meta.index);
+
+        let opts = WalOptions {
+            segment_size: cfg.segment_size,
+            cache_bytes: cfg.cache_bytes,
+        };
+        let rec = Wal::open(
+            &dir,
+            opts,
+            sync.clone(),
+            snapshot.meta.index,
+            snapshot.meta.term,
+        )?;
+        let confs = conf_entries(&rec.conf_entries).collect();
+        info!(
+            dir = %dir.display(),
+            snapshot = snapshot.meta.index,
+            first = rec.wal.first_index(),
+            last = rec.wal.next_index() - 1,
+            term = hard_state.term,
+            "storage recovered"
+        );
+        Ok(DiskStorage {
+            cfg,
+            sync,
+            wal: rec.wal,
+            hard_state,
+            durable_hard_state,
+            snapshot,
+            snapshot_path,
+            confs,
+            poisoned: None,
+        })
+    }
+
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
+    /// The configuration this storage was opened with (to reopen it after a crash).
+    pub fn config(&self) -> &DiskConfig {
+        &self.cfg
+    }
+
+    /// Size of the log on disk, so the node can decide when to compact.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.disk_bytes()
+    }
+
+    /// Number of WAL segment files.
+    pub fn wal_segments(&self) -> usize {
+        self.wal.segment_count()
+    }
+
+    /// fsyncs and bytes written since open.
+    pub fn stats(&self) -> DiskStats {
+        DiskStats {
+            fsyncs: self.sync.counters.fsyncs.load(Ordering::Relaxed),
+            bytes_written: self.sync.counters.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The hard state as last set (durable after `sync`).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Length of the current snapshot file: the total an InstallSnapshot stream carries.
+    pub fn snapshot_len(&self) -> Result<u64, DiskError> {
+        let meta = fs::metadata(&self.snapshot_path).at(&self.snapshot_path)?;
+        Ok(meta.len())
+    }
+
+    /// Up to `max_len` bytes of the current snapshot file from `offset` (empty at the end).
+    /// The bytes carry their own checksums, so a stream that straddles a snapshot change is
+    /// caught by the receiver rather than installed.
+    pub fn read_snapshot_chunk(&self, offset: u64, max_len: usize) -> Result<Bytes, DiskError> {
+        let path = &self.snapshot_path;
+        let f = File::open(path).at(path)?;
+        let len = f.metadata().at(path)?.len();
+        if offset > len {
+            return Err(DiskError::Invalid(format!(
+                "snapshot chunk at {offset} past the end ({len})"
+            )));
+        }
+        let n = (len - offset).min(max_len as u64) as usize;
+        let mut buf = vec![0u8; n];
+        f.read_exact_at(&mut buf, offset).at(path)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// A receiver for a snapshot streamed by the leader, writing into this directory.
+    pub fn snapshot_receiver(&self) -> Result<SnapshotReceiver, DiskError> {
+        SnapshotReceiver::new(&self.cfg.dir, self.cfg.fsync)
+    }
+
+    /// Runs a write, refusing it after an earlier failure and recording a new one.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, DiskError>,
+    ) -> Result<T, StorageError> {
+        if let Some(why) = &self.poisoned {
+            return Err(DiskError::Poisoned(why.clone()).into());
+        }
+        f(self).map_err(|e| {
+            if !matches!(e, DiskError::Invalid(_)) {
+                warn!(dir = %self.cfg.dir.display(), error = %e, "storage write failed; refusing further writes");
+                self.poisoned = Some(e.to_string());
+            }
+            e.into()
+        })
+    }
+
+    fn write_hard_state(&mut self) -> Result<(), DiskError> {
+        if self.hard_state != self.durable_hard_state {
+            let bytes = codec::encode_hard_state(&self.hard_state);
+            self.sync
+                .write_atomic(&self.cfg.dir, HARD_STATE_FILE, &bytes)?;
+            self.durable_hard_state = self.hard_state;
+        }
+        Ok(())
+    }
+
+    /// Makes `s` the snapshot: its file is already durable; drop the older files.
+    fn replace_snapshot(&mut self, s: Snapshot, path: PathBuf) -> Result<(), DiskError> {
+        if path != self.snapshot_path {
+            let old = std::mem::replace(&mut self.snapshot_path, path);
+            fs::remove_file(&old).at(&old)?;
+        }
+        self.snapshot = s;
+        Ok(())
+    }
+
+    fn do_append(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
+        let snap_index = self.snapshot.meta.index;
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let entries = if first.index <= snap_index {
+            let skip = (snap_index + 1 - first.index) as usize;
+            if skip >= entries.len() {
+                return Ok(());
+            }
+            &entries[skip..]
+        } else {
+            entries
+        };
+        let first = entries[0].index;
+        let next = self.wal.next_index();
+        if first > next {
+            return Err(DiskError::Invalid(format!(
+                "append at {first} would leave a hole after {}",
+                next - 1
+            )));
+        }
+        if first < next {
+            self.wal.truncate_from(first)?;
+            self.confs.retain(|(i, _)| *i < first);
+        }
+        self.wal.append(entries)?;
+        self.confs.extend(conf_entries(entries));
+        Ok(())
+    }
+
+    fn do_compact(&mut self, index: u64, conf: ConfState, data: Bytes) -> Result<(), DiskError> {
+        if index <= self.snapshot.meta.index {
+            return Ok(());
+        }
+        let Some(term) = self.wal.term(index) else {
+            return Err(DiskError::Invalid(format!(
+                "compaction at {index} beyond the last entry {}",
+                self.wal.next_index() - 1
+            )));
+        };
+        let s = Snapshot {
+            meta: SnapshotMeta { index, term, conf },
+            data,
+        };
+        let path = snapshot::write_snapshot(&self.sync, &self.cfg.dir, &s)?;
+        self.replace_snapshot(s, path)?;
+        self.wal.compact_to(index)?;
+        self.confs.retain(|(i, _)| *i > index);
+        self.write_hard_state()
+    }
+
+    fn do_apply_snapshot(&mut self, s: Snapshot) -> Result<(), DiskError> {
+        let (index, term) = (s.meta.index, s.meta.term);
+        if index <= self.snapshot.meta.index {
+            warn!(
+                index,
+                have = self.snapshot.meta.index,
+                "ignoring a snapshot older than ours"
+            );
+            return Ok(());
+        }
+        let keep_log = self.wal.term(index) == Some(term);
+        let dir = self.cfg.dir.clone();
+        let staged = dir.join(snapshot::staged_name(index, term));
+        let path = if staged.exists() {
+            // Received and verified by a SnapshotReceiver: move it into place.
+            let target = dir.join(snapshot::snapshot_name(index, term));
+            fs::rename(&staged, &target).at(&target)?;
+            self.sync.dir(&dir)?;
+            target
+        } else {
+            snapshot::write_snapshot(&self.sync, &dir, &s)?
+        };
+        self.replace_snapshot(s, path)?;
+        if keep_log {
+            self.wal.compact_to(index)?;
+            self.confs.retain(|(i, _)| *i > index);
+        } else {
+            self.wal.reset(index + 1)?;
+            self.confs.clear();
+        }
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        self.write_hard_state()
+    }
+
+    fn do_sync(&mut self) -> Result<(), DiskError> {
+        self.wal.sync()?;
+        let (hs, durable) = (self.hard_state, self.durable_hard_state);
+        if hs.term != durable.term || hs.vote != durable.vote || !self.cfg.lazy_commit {
+            self.write_hard_state()?;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for DiskStorage {
+    fn initial_state(&self) -> Result<RaftState, StorageError> {
+        let conf_state = match self.confs.last() {
+            Some((_, c)) => c.clone(),
+            None => self.snapshot.meta.conf.clone(),
+        };
+        Ok(RaftState {
+            hard_state: self.hard_state,
+            conf_state,
+        })
+    }
+
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if lo <= self.snapshot.meta.index {
+            return Err(StorageError::Compacted);
+        }
+        if hi > self.wal.next_index() {
+            return Err(StorageError::Unavailable);
+        }
+        let mut out = Vec::new();
+        let mut size = 0;
+        for i in lo..hi {
+            let e = self.wal.entry(i)?;
+            size += e.size();
+            if !out.is_empty() && max_bytes.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        let snap = self.snapshot.meta.index;
+        if index < snap {
+            return Err(StorageError::Compacted);
+        }
+        if index == snap {
+            return Ok(self.snapshot.meta.term);
+        }
+        self.wal.term(index).ok_or(StorageError::Unavailable)
+    }
+
+    fn first_index(&self) -> Result<u64, StorageError> {
+        Ok(self.snapshot.meta.index + 1)
+    }
+
+    fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(self.wal.next_index() - 1)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+}
+
+impl LogStore for DiskStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.write(|s| s.do_append(entries))
+    }
+
+    fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.write(|s| {
+            s.hard_state = hs;
+            Ok(())
+        })
+    }
+
+    fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        self.write(|s| s.do_apply_snapshot(snapshot))
+    }
+
+    fn compact(&mut self, index: u64, conf: ConfState, data: Bytes) -> Result<(), StorageError> {
+        if index > self.snapshot.meta.index && self.wal.term(index).is_none() {
+            return Err(StorageError::Unavailable);
+        }
+        self.write(|s| s.do_compact(index, conf, data))
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.write(|s| s.do_sync())
+    }
+}
