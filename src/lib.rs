@@ -5,7 +5,9 @@
 //! - [`raft`]: the consensus core. Pure, synchronous and deterministic: no tokio, no clock, no
 //!   I/O, no global RNG. Drive it with `step`/`tick`/`propose` and the `ready`/`advance` cycle.
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
+//! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod pb;
 pub mod raft;
