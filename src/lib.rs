@@ -6,10 +6,12 @@
 //!   I/O, no global RNG. Drive it with `step`/`tick`/`propose` and the `ready`/`advance` cycle.
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
+//! - [`node`]: the driver task that owns the core, persists, sends, applies and answers.
 //! - [`transport`]: the `Raft` gRPC service and one bounded, reconnecting client per peer.
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod node;
 pub mod pb;
 pub mod raft;
 pub mod transport;
