@@ -129,8 +129,13 @@ impl ChatApi {
 
     /// Commits `cmd` through the leader (this node or a forward), retrying through elections
     /// until [`SUBMIT_DEADLINE`]. Safe to retry because every send carries a request id.
-    async fn submit(&self, cmd: Command, forwarded: bool) -> Result<Applied, Status> {
-        let deadline = Instant::now() + SUBMIT_DEADLINE;
+    async fn submit(
+        &self,
+        cmd: Command,
+        forwarded: bool,
+        budget: Duration,
+    ) -> Result<Applied, Status> {
+        let deadline = Instant::now() + budget;
         let me = self.node.config().id;
         loop {
             let last: Status;
@@ -184,6 +189,7 @@ impl ChatApi {
         &self,
         req: pb::SendMessageRequest,
         forwarded: bool,
+        budget: Duration,
     ) -> Result<pb::Message, Status> {
         let id = if req.client_request_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -199,7 +205,7 @@ impl ChatApi {
         };
         cmd.validate(self.node.config().max_text_bytes)
             .map_err(chat_status)?;
-        match self.submit(cmd, forwarded).await? {
+        match self.submit(cmd, forwarded, budget).await? {
             Applied::Sent { message, .. } => Ok(pb::Message::from(&message)),
             other => Err(Status::internal(format!(
                 "unexpected outcome of a send: {other:?}"
@@ -239,6 +245,31 @@ fn forwarded<T>(r: &Request<T>) -> bool {
     r.metadata().contains_key(FORWARDED_METADATA)
 }
 
+/// The client's deadline (`grpc-timeout` header), if it sent one, so that retries inside the
+/// server give up in time to answer UNAVAILABLE instead of letting the call expire.
+fn client_timeout<T>(r: &Request<T>) -> Option<Duration> {
+    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// How long a write may keep retrying: our own bound, or 80% of the client's deadline.
+fn submit_budget<T>(r: &Request<T>) -> Duration {
+    match client_timeout(r) {
+        Some(t) => SUBMIT_DEADLINE.min(t.mul_f64(0.8)),
+        None => SUBMIT_DEADLINE,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::chat_service_server::ChatService for ChatApi {
     async fn send_message(
@@ -246,7 +277,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let fwd = forwarded(&request);
-        let m = self.send(request.into_inner(), fwd).await?;
+        let budget = submit_budget(&request);
+        let m = self.send(request.into_inner(), fwd, budget).await?;
         Ok(Response::new(pb::SendMessageResponse { message: Some(m) }))
     }
 
@@ -368,7 +400,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
                     text: r.text,
                     client_request_id: r.client_request_id,
                 };
-                let event = match api.send(req, false).await {
+                let event = match api.send(req, false, SUBMIT_DEADLINE).await {
                     Ok(m) => pb::chat_event::Event::Sent(m),
                     Err(st) => {
                         pb::chat_event::Event::Error(format!("{:?}: {}", st.code(), st.message()))
@@ -427,10 +459,11 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::CreateRoomResponse>, Status> {
         let fwd = forwarded(&request);
+        let budget = submit_budget(&request);
         let room = request.into_inner().room;
         validate_room(&room).map_err(chat_status)?;
         match self
-            .submit(Command::CreateRoom { room: room.clone() }, fwd)
+            .submit(Command::CreateRoom { room: room.clone() }, fwd, budget)
             .await?
         {
             Applied::RoomCreated {
