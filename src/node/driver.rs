@@ -30,6 +30,13 @@ use crate::transport::Transport;
 const DRAIN_MAX: usize = 4096;
 
 type ProposeReply = oneshot::Sender<Result<Applied, NodeError>>;
+/// What starting a node gives back: the API's handle, the sender the `Raft` gRPC service feeds,
+/// and the driver task (which ends on shutdown or on a fatal error).
+pub type Started = (
+    NodeHandle,
+    mpsc::Sender<Message>,
+    JoinHandle<Result<(), NodeError>>,
+);
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
 
 /// The task that owns `Raft<S>`.
@@ -55,16 +62,7 @@ impl Driver<NodeStorage> {
     /// Opens storage, restores the state machine from the latest snapshot, starts the transport
     /// and spawns the driver task. Returns the handle for the API, the sender the `Raft` gRPC
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
-    pub fn start(
-        cfg: NodeConfig,
-    ) -> Result<
-        (
-            NodeHandle,
-            mpsc::Sender<Message>,
-            JoinHandle<Result<(), NodeError>>,
-        ),
-        NodeError,
-    > {
+    pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
         let conf = ConfState::with_voters(cfg.peers.keys().copied());
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
         Self::start_with(cfg, storage)
@@ -73,18 +71,7 @@ impl Driver<NodeStorage> {
 
 impl<S: LogStore + Send + 'static> Driver<S> {
     /// Like [`Driver::start`], with an already opened storage.
-    #[allow(clippy::type_complexity)]
-    pub fn start_with(
-        cfg: NodeConfig,
-        storage: S,
-    ) -> Result<
-        (
-            NodeHandle,
-            mpsc::Sender<Message>,
-            JoinHandle<Result<(), NodeError>>,
-        ),
-        NodeError,
-    > {
+    pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
         if !cfg.peers.contains_key(&cfg.id) {
             return Err(NodeError::Config(format!(
                 "node {} is not among the members {:?}",
@@ -154,7 +141,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 _ = shutdown.wait_for(|&s| s) => break Ok(()),
                 _ = ticker.tick() => {
                     ticks += 1;
-                    if ticks % 20 == 0 {
+                    if ticks.is_multiple_of(20) {
                         self.reap_abandoned();
                     }
                     self.raft.tick().map_err(NodeError::from)

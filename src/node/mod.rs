@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::chat::{Applied, ChatError, ChatMessage, ChatState, Command};
 use crate::raft::{ConfState, MemStorage, NodeId, StorageError};
 
-pub use self::driver::Driver;
+pub use self::driver::{Driver, Started};
 pub use self::status::{NodeStatus, PeerStatus};
 
 /// The storage backend the node runs on. Every use goes through this alias and
