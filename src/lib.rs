@@ -11,10 +11,20 @@
 //! - [`storage`]: durable storage for the core: a segmented, checksummed write-ahead log with
 //!   group commit, atomic hard state and streamable snapshots ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
+//! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
+//! - [`node`]: the driver task that owns the core, persists, sends, applies and answers.
+//! - [`transport`]: the `Raft` gRPC service and one bounded, reconnecting client per peer.
+//! - [`client`]: the client commands of `raft_client` (send, tail, chat, status) with failover.
+//! - [`api`]: `ChatService` and `Cluster` gRPC services, health, reflection, and [`api::run`].
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod chat;
 pub mod check;
+pub mod client;
 pub mod launcher;
+pub mod node;
 pub mod pb;
 pub mod raft;
 pub mod storage;
+pub mod transport;

@@ -1,13 +1,283 @@
-//! `raft_client`: one RustyRaft node (`run`) plus the client subcommands.
-use clap::Parser;
+//! `raft_client`: one RustyRaft node (`run`) plus the client subcommands (`send`, `tail`,
+//! `chat`, `status`). Thin on purpose: parse arguments, set up tracing, call the library.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rustyraft::client::{self, Client};
+use rustyraft::node::NodeConfig;
 
 /// Command line of `raft_client`.
 #[derive(Parser, Debug)]
 #[command(name = "raft_client", version, about = "RustyRaft node and client")]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("raft_client: the node and client commands are not built yet");
-    std::process::exit(2);
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node: `raft_client run 1 127.0.0.1:50051 2=127.0.0.1:50052,3=127.0.0.1:50053`.
+    Run(RunArgs),
+    /// Send one message; prints its seq and raft index.
+    Send {
+        /// Node addresses, comma-separated; the client fails over between them.
+        #[arg(long)]
+        addr: String,
+        /// Room name.
+        #[arg(long)]
+        room: String,
+        /// Author name.
+        #[arg(long)]
+        author: String,
+        /// Idempotency key; a retry with the same id never duplicates the message.
+        #[arg(long)]
+        id: Option<String>,
+        /// Message text.
+        text: String,
+    },
+    /// Follow a room: print its messages from `--from` on, then live.
+    #[command(alias = "subscribe")]
+    Tail {
+        /// Node addresses, comma-separated.
+        #[arg(long)]
+        addr: String,
+        /// Room name.
+        #[arg(long)]
+        room: String,
+        /// First seq to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// Interactive terminal chat in a room.
+    Chat {
+        /// Node addresses, comma-separated.
+        #[arg(long)]
+        addr: String,
+        /// Room name.
+        #[arg(long)]
+        room: String,
+        /// Your name.
+        #[arg(long)]
+        author: String,
+    },
+    /// Show each listed node's view of the cluster.
+    Status {
+        /// Node addresses, comma-separated.
+        #[arg(long)]
+        addr: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// This node's id (a small positive integer).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    id: u64,
+    /// Address to listen on, host:port.
+    addr: SocketAddr,
+    /// Members, comma-separated `id=host:port`; this node's own entry is allowed.
+    #[arg(value_parser = parse_peers)]
+    peers: BTreeMap<u64, String>,
+    /// Data directory (default `./data/node-<id>`); `<dir>/raft` holds the log.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Cluster id; peers with another id are refused.
+    #[arg(long, default_value = "rustyraft")]
+    cluster_id: String,
+    /// Heartbeat interval (one tick), in milliseconds.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+    /// Minimum election timeout in milliseconds; timeouts are drawn from [min, max).
+    #[arg(long, default_value_t = 300)]
+    election_min_ms: u64,
+    /// Maximum election timeout in milliseconds; must be twice the minimum (the core draws
+    /// from [min, 2*min)).
+    #[arg(long, default_value_t = 600)]
+    election_max_ms: u64,
+    /// Compact the log after this many applied entries past the last snapshot.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_threshold: u64,
+    /// Largest message text accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_message_bytes: usize,
+    /// Log format (the level comes from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|&i| i > 0)
+            .ok_or_else(|| format!("peer id {id:?} is not a positive integer"))?;
+        if !addr.contains(':') {
+            return Err(format!("peer address {addr:?} is not host:port"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("peer id {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn usage_error(msg: &str) -> ! {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.error(clap::error::ErrorKind::ValueValidation, msg)
+        .exit()
+}
+
+async fn run_node(a: RunArgs) -> anyhow::Result<()> {
+    if a.election_min_ms < 2 * a.heartbeat_ms {
+        usage_error("--election-min-ms must be at least twice --heartbeat-ms");
+    }
+    if a.election_max_ms != 2 * a.election_min_ms {
+        usage_error("--election-max-ms must be exactly twice --election-min-ms");
+    }
+    init_tracing(a.log_format);
+    let mut peers = a.peers;
+    match peers.get(&a.id) {
+        Some(own) if own != &a.addr.to_string() => usage_error(&format!(
+            "peers list node {} at {own}, but this node listens on {}",
+            a.id, a.addr
+        )),
+        Some(_) => {}
+        None => {
+            peers.insert(a.id, a.addr.to_string());
+        }
+    }
+    let mut cfg = NodeConfig::new(a.id, a.addr, peers);
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    cfg.cluster_id = a.cluster_id;
+    cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
+    cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
+    cfg.snapshot_threshold = a.snapshot_threshold;
+    cfg.max_text_bytes = a.max_message_bytes;
+    rustyraft::api::run(cfg, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res: anyhow::Result<()> =
+        match cli.cmd {
+            Cmd::Run(a) => run_node(a).await,
+            Cmd::Send {
+                addr,
+                room,
+                author,
+                id,
+                text,
+            } => {
+                async {
+                    let mut c = Client::new(&addr)?;
+                    let m = c.send(&room, &author, &text, id).await?;
+                    println!(
+                        "seq={} index={} room={} id={}",
+                        m.seq, m.index, m.room, m.id
+                    );
+                    Ok(())
+                }
+                .await
+            }
+            Cmd::Tail { addr, room, from } => async {
+                let mut c = Client::new(&addr)?;
+                tokio::select! {
+                    r = c.tail(&room, from, |m| println!("{}", client::format_message(m))) => r?,
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                Ok(())
+            }
+            .await,
+            Cmd::Chat { addr, room, author } => {
+                async {
+                    tokio::select! {
+                        r = client::interactive_chat(&addr, &room, &author) => r?,
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    Ok(())
+                }
+                .await
+            }
+            Cmd::Status { addr, json } => {
+                async {
+                    let c = Client::new(&addr)?;
+                    let all = c.status_all().await;
+                    if json {
+                        println!("{}", client::status_json(&all));
+                    } else {
+                        print!("{}", client::status_table(&all));
+                    }
+                    if all.iter().all(|(_, r)| r.is_err()) {
+                        anyhow::bail!("no node answered");
+                    }
+                    Ok(())
+                }
+                .await
+            }
+        };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raft_client: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,484 @@
+//! `ChatService`: validation, forwarding to the leader, linearizable and sequential reads,
+//! subscriptions and the bidirectional chat.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, decode_room_token, decode_seq_token, encode_room_token};
+use super::follow::follow;
+use super::{chat_status, node_status, FORWARDED_METADATA};
+use crate::chat::{validate_room, Applied, ChatMessage, Command};
+use crate::node::{NodeError, NodeHandle};
+use crate::pb;
+use crate::pb::chat_service_client::ChatServiceClient;
+use crate::raft::Role;
+
+/// How long a write keeps retrying through elections before answering UNAVAILABLE.
+const SUBMIT_DEADLINE: Duration = Duration::from_secs(8);
+/// Timeout of one forwarded call to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a linearizable read waits for its read index.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a sequential read waits for `min_index` to be applied.
+const MIN_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// Per-stream buffer of outgoing messages (bounded; a slow client slows only its own stream).
+const STREAM_BUFFER: usize = 256;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The `ChatService` implementation.
+#[derive(Clone)]
+pub struct ChatApi {
+    node: NodeHandle,
+    /// Clients to leaders, by address; connected lazily and reused. std Mutex: never held
+    /// across an await.
+    leaders: Arc<Mutex<HashMap<String, ChatServiceClient<Channel>>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ChatApi {
+    /// Serves chat for `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        ChatApi {
+            node,
+            leaders: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn leader_client(&self, addr: &str) -> Result<ChatServiceClient<Channel>, Status> {
+        let mut map = self
+            .leaders
+            .lock()
+            .map_err(|_| Status::internal("client cache lock poisoned"))?;
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad leader address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let c = ChatServiceClient::new(ep.connect_lazy());
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    async fn forward(&self, addr: &str, cmd: &Command) -> Result<Applied, Status> {
+        let mut client = self.leader_client(addr)?;
+        fn req<T>(t: T) -> Request<T> {
+            let mut r = Request::new(t);
+            r.set_timeout(FORWARD_TIMEOUT);
+            r.metadata_mut()
+                .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+            r
+        }
+        match cmd.clone() {
+            Command::Send {
+                room,
+                author,
+                text,
+                id,
+                ..
+            } => {
+                let resp = client
+                    .send_message(req(pb::SendMessageRequest {
+                        room,
+                        author,
+                        text,
+                        client_request_id: id,
+                    }))
+                    .await?
+                    .into_inner();
+                let m = resp
+                    .message
+                    .ok_or_else(|| Status::internal("leader answered without a message"))?;
+                let m = ChatMessage::try_from(m).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(Applied::Sent {
+                    message: Arc::new(m),
+                    duplicate: false,
+                })
+            }
+            Command::CreateRoom { room } => {
+                let resp = client
+                    .create_room(req(pb::CreateRoomRequest { room }))
+                    .await?
+                    .into_inner();
+                Ok(Applied::RoomCreated {
+                    created: resp.created,
+                    message_count: resp.room.map_or(0, |r| r.message_count),
+                })
+            }
+        }
+    }
+
+    /// Commits `cmd` through the leader (this node or a forward), retrying through elections
+    /// until [`SUBMIT_DEADLINE`]. Safe to retry because every send carries a request id.
+    async fn submit(
+        &self,
+        cmd: Command,
+        forwarded: bool,
+        budget: Duration,
+    ) -> Result<Applied, Status> {
+        let deadline = Instant::now() + budget;
+        let me = self.node.config().id;
+        loop {
+            let last: Status;
+            let status = self.node.status();
+            if status.role == Role::Leader {
+                match self.node.propose(cmd.clone()).await {
+                    Ok(a) => return Ok(a),
+                    Err(e @ (NodeError::NotLeader { .. } | NodeError::Unavailable(_))) => {
+                        last = node_status(e)
+                    }
+                    Err(e) => return Err(node_status(e)),
+                }
+            } else if forwarded {
+                // The originating node retries; never forward twice.
+                return Err(node_status(NodeError::NotLeader {
+                    leader: self.node.leader(),
+                }));
+            } else if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != me) {
+                match self.forward(&addr, &cmd).await {
+                    Ok(a) => return Ok(a),
+                    Err(st)
+                        if matches!(
+                            st.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unknown
+                        ) =>
+                    {
+                        tracing::debug!(leader = id, code = ?st.code(), "forward failed, retrying");
+                        last = st;
+                    }
+                    Err(st) => return Err(st),
+                }
+            } else {
+                last = node_status(NodeError::NotLeader { leader: None });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(last);
+            }
+            // Wait for a status change (new leader) or a short pause, whichever comes first.
+            self.node
+                .status_changed((deadline - now).min(Duration::from_millis(100)))
+                .await;
+        }
+    }
+
+    /// Validates and commits a send; returns the stored (or original, on a retry) message.
+    pub async fn send(
+        &self,
+        req: pb::SendMessageRequest,
+        forwarded: bool,
+        budget: Duration,
+    ) -> Result<pb::Message, Status> {
+        let id = if req.client_request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.client_request_id
+        };
+        let cmd = Command::Send {
+            room: req.room,
+            author: req.author,
+            text: req.text,
+            id,
+            sent_at_unix_ms: now_ms(),
+        };
+        cmd.validate(self.node.config().max_text_bytes)
+            .map_err(chat_status)?;
+        match self.submit(cmd, forwarded, budget).await? {
+            Applied::Sent { message, .. } => Ok(pb::Message::from(&message)),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of a send: {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_barrier(&self, consistency: i32, min_index: u64) -> Result<(), Status> {
+        match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Sequential) => {
+                if min_index > 0 {
+                    tokio::time::timeout(MIN_INDEX_TIMEOUT, self.node.wait_applied(min_index))
+                        .await
+                        .map_err(|_| {
+                            Status::unavailable(format!(
+                                "index {min_index} not applied on this node in time"
+                            ))
+                        })?
+                        .map_err(node_status)?;
+                }
+                Ok(())
+            }
+            Ok(pb::Consistency::Unspecified | pb::Consistency::Linearizable) => self
+                .node
+                .linearizable_barrier(READ_TIMEOUT)
+                .await
+                .map(|_| ())
+                .map_err(node_status),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown consistency {consistency}"
+            ))),
+        }
+    }
+}
+
+fn forwarded<T>(r: &Request<T>) -> bool {
+    r.metadata().contains_key(FORWARDED_METADATA)
+}
+
+/// The client's deadline (`grpc-timeout` header), if it sent one, so that retries inside the
+/// server give up in time to answer UNAVAILABLE instead of letting the call expire.
+fn client_timeout<T>(r: &Request<T>) -> Option<Duration> {
+    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// How long a write may keep retrying: our own bound, or 80% of the client's deadline.
+fn submit_budget<T>(r: &Request<T>) -> Duration {
+    match client_timeout(r) {
+        Some(t) => SUBMIT_DEADLINE.min(t.mul_f64(0.8)),
+        None => SUBMIT_DEADLINE,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::chat_service_server::ChatService for ChatApi {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let fwd = forwarded(&request);
+        let budget = submit_budget(&request);
+        let m = self.send(request.into_inner(), fwd, budget).await?;
+        Ok(Response::new(pb::SendMessageResponse { message: Some(m) }))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let r = request.into_inner();
+        validate_room(&r.room).map_err(chat_status)?;
+        let from = if r.page_token.is_empty() {
+            r.from_seq
+        } else {
+            decode_seq_token(&r.page_token)?
+        };
+        let limit = match r.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        } as usize;
+        self.read_barrier(r.consistency, r.min_index).await?;
+        let (msgs, room_len) = {
+            let sm = self
+                .node
+                .shared()
+                .sm
+                .read()
+                .map_err(|_| Status::internal("state machine lock poisoned"))?;
+            let msgs = sm
+                .history(&r.room, from, limit, r.reverse)
+                .map_err(chat_status)?;
+            (msgs, sm.room_len(&r.room).unwrap_or(0))
+        };
+        let next_page_token = match msgs.last() {
+            Some(last) if msgs.len() == limit => {
+                if r.reverse && last.seq > 1 {
+                    convert::encode_seq_token(last.seq - 1)
+                } else if !r.reverse && last.seq < room_len {
+                    convert::encode_seq_token(last.seq + 1)
+                } else {
+                    String::new()
+                }
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::GetHistoryResponse {
+            messages: msgs.iter().map(pb::Message::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    type SubscribeStream = BoxStream<pb::Message>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        validate_room(&r.room).map_err(chat_status)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(follow(self.node.clone(), r.room, r.from_seq, tx, |m| m));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ChatStream = BoxStream<pb::ChatEvent>;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<pb::ChatRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("chat stream closed before naming a room"))?;
+        validate_room(&first.room).map_err(chat_status)?;
+        let room = first.room.clone();
+        let start = if first.from_seq == 0 {
+            let sm = self
+                .node
+                .shared()
+                .sm
+                .read()
+                .map_err(|_| Status::internal("state machine lock poisoned"))?;
+            sm.room_len(&room).unwrap_or(0) + 1
+        } else {
+            first.from_seq
+        };
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(follow(
+            self.node.clone(),
+            room.clone(),
+            start,
+            tx.clone(),
+            |m| pb::ChatEvent {
+                event: Some(pb::chat_event::Event::Message(m)),
+            },
+        ));
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut pending = Some(first);
+            loop {
+                let r = match pending.take() {
+                    Some(r) => r,
+                    None => match inbound.message().await {
+                        Ok(Some(r)) => r,
+                        // Client closed its side or went away: a normal end.
+                        _ => return,
+                    },
+                };
+                if r.text.is_empty() {
+                    continue;
+                }
+                let req = pb::SendMessageRequest {
+                    room: if r.room.is_empty() {
+                        room.clone()
+                    } else {
+                        r.room
+                    },
+                    author: r.author,
+                    text: r.text,
+                    client_request_id: r.client_request_id,
+                };
+                let event = match api.send(req, false, SUBMIT_DEADLINE).await {
+                    Ok(m) => pb::chat_event::Event::Sent(m),
+                    Err(st) => {
+                        pb::chat_event::Event::Error(format!("{:?}: {}", st.code(), st.message()))
+                    }
+                };
+                if tx
+                    .send(Ok(pb::ChatEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        let r = request.into_inner();
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_room_token(&r.page_token)?)
+        };
+        let limit = match r.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        } as usize;
+        let (rooms, more) = {
+            let sm = self
+                .node
+                .shared()
+                .sm
+                .read()
+                .map_err(|_| Status::internal("state machine lock poisoned"))?;
+            let mut rooms = sm.list_rooms(after.as_deref(), limit + 1);
+            let more = rooms.len() > limit;
+            rooms.truncate(limit);
+            (rooms, more)
+        };
+        let next_page_token = match rooms.last() {
+            Some(last) if more => encode_room_token(&last.name),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListRoomsResponse {
+            rooms: rooms.into_iter().map(pb::RoomInfo::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn create_room(
+        &self,
+        request: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::CreateRoomResponse>, Status> {
+        let fwd = forwarded(&request);
+        let budget = submit_budget(&request);
+        let room = request.into_inner().room;
+        validate_room(&room).map_err(chat_status)?;
+        match self
+            .submit(Command::CreateRoom { room: room.clone() }, fwd, budget)
+            .await?
+        {
+            Applied::RoomCreated {
+                created,
+                message_count,
+            } => Ok(Response::new(pb::CreateRoomResponse {
+                created,
+                room: Some(pb::RoomInfo {
+                    name: room,
+                    message_count,
+                }),
+            })),
+            other => Err(Status::internal(format!(
+                "unexpected outcome of create-room: {other:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Following a room: catch up from the state machine, then go live on the broadcast of applied
+//! messages, tracking the next seq so nothing is skipped or repeated. A subscriber that lags
+//! behind the bounded broadcast (or sees a seq jump, e.g. after a snapshot install) simply
+//! catches up from the state machine again: memory per subscriber stays bounded.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use crate::chat::{ChatError, ChatMessage};
+use crate::node::NodeHandle;
+use crate::pb;
+
+/// Messages read from the state machine per catch-up step.
+const CATCH_UP_BATCH: usize = 256;
+
+fn read_batch(node: &NodeHandle, room: &str, from: u64) -> Result<Vec<Arc<ChatMessage>>, Status> {
+    let sm = node
+        .shared()
+        .sm
+        .read()
+        .map_err(|_| Status::internal("state machine lock poisoned"))?;
+    match sm.history(room, from, CATCH_UP_BATCH, false) {
+        Ok(v) => Ok(v),
+        // The room may not exist yet: following it waits for its first message.
+        Err(ChatError::RoomNotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(super::chat_status(e)),
+    }
+}
+
+/// Streams `room` from seq `next` into `tx` until the client leaves or the node stops.
+pub async fn follow<T>(
+    node: NodeHandle,
+    room: String,
+    mut next: u64,
+    tx: mpsc::Sender<Result<T, Status>>,
+    wrap: impl Fn(pb::Message) -> T,
+) {
+    let mut shutdown = node.shared().shutdown.subscribe();
+    next = next.max(1);
+    'resync: loop {
+        // Subscribe before reading, so nothing applied in between is missed; duplicates are
+        // filtered by seq below.
+        let mut rx = node.shared().events.subscribe();
+        loop {
+            let batch = match read_batch(&node, &room, next) {
+                Ok(b) => b,
+                Err(st) => {
+                    let _ = tx.send(Err(st)).await;
+                    return;
+                }
+            };
+            let full = batch.len() == CATCH_UP_BATCH;
+            for m in batch {
+                if tx.send(Ok(wrap(pb::Message::from(&m)))).await.is_err() {
+                    return;
+                }
+                next = m.seq + 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        loop {
+            let m = tokio::select! {
+                _ = shutdown.wait_for(|&s| s) => return,
+                _ = tx.closed() => return,
+                r = rx.recv() => match r {
+                    Ok(m) => m,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(room = %room, skipped = n, "subscriber lagged; catching up from state");
+                        continue 'resync;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if m.room != room || m.seq < next {
+                continue;
+            }
+            if m.seq > next {
+                continue 'resync;
+            }
+            if tx.send(Ok(wrap(pb::Message::from(&m)))).await.is_err() {
+                return;
+            }
+            next += 1;
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The client-facing gRPC edge: `ChatService`, `Cluster`, health and reflection, served on the
+//! same port as the peer `Raft` service. This is the only place that maps node and chat errors
+//! to `tonic::Status`, with the precise codes the contract promises.
+
+mod chat;
+mod cluster;
+mod convert;
+mod follow;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataValue;
+use tonic::Status;
+
+use crate::chat::ChatError;
+use crate::node::{Driver, NodeConfig, NodeError};
+use crate::pb;
+use crate::transport::RaftService;
+
+pub use self::chat::ChatApi;
+pub use self::cluster::ClusterApi;
+
+/// Metadata key carrying the known leader (`<id>=<host:port>`) on UNAVAILABLE answers.
+pub const LEADER_METADATA: &str = "x-rustyraft-leader";
+/// Metadata key set on a send forwarded by a follower, so it is never forwarded twice.
+pub const FORWARDED_METADATA: &str = "x-rustyraft-forwarded";
+
+/// Errors that stop a node from serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Could not bind the listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// The node failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Maps a node error to the status a client sees.
+pub fn node_status(e: NodeError) -> Status {
+    match e {
+        NodeError::NotLeader { leader } => {
+            let msg = match &leader {
+                Some((id, addr)) => format!("not the leader; the leader is node {id} at {addr}"),
+                None => "no leader known (an election is in progress); retry".to_string(),
+            };
+            let mut st = Status::unavailable(msg);
+            if let Some((id, addr)) = leader {
+                if let Ok(v) = MetadataValue::try_from(format!("{id}={addr}")) {
+                    st.metadata_mut().insert(LEADER_METADATA, v);
+                }
+            }
+            st
+        }
+        NodeError::Unavailable(m) => Status::unavailable(m),
+        NodeError::Chat(c) => chat_status(c),
+        NodeError::Stopped => Status::unavailable("node is shutting down"),
+        NodeError::Config(m) => Status::failed_precondition(m),
+        e @ (NodeError::Storage(_) | NodeError::Raft(_) | NodeError::Io(_)) => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// Maps a chat error to a status.
+pub fn chat_status(e: ChatError) -> Status {
+    match e {
+        ChatError::InvalidArgument(m) => Status::invalid_argument(m),
+        ChatError::RoomNotFound(r) => Status::not_found(format!("room {r:?} not found")),
+        ChatError::Corrupt(m) => Status::internal(m),
+    }
+}
+
+/// Runs a whole node until `shutdown` resolves: binds `cfg.addr`, starts the driver, serves
+/// every service, then shuts down in order: stop accepting and finish in-flight calls, stop the
+/// driver (which syncs storage), return.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    serve(cfg, listener, shutdown).await
+}
+
+/// Like [`run`], on an already bound listener.
+pub async fn serve(
+    cfg: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let max_snapshot = cfg.max_snapshot_bytes;
+    let (node, inbound, driver) = Driver::start(cfg)?;
+    let cfg = node.config().clone();
+    let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot);
+    let chat = ChatApi::new(node.clone());
+    let cluster = ClusterApi::new(node.clone());
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::chat_service_server::ChatServiceServer<ChatApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    // Peer messages may carry up to 1 MiB of entries plus one 64 KiB message; leave headroom.
+    let peer_limit = 8 << 20;
+    let mut node_shutdown = node.shared().shutdown.subscribe();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            // A fatal driver error also stops the server.
+            _ = node_shutdown.wait_for(|&s| s) => {}
+        }
+    };
+    tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            pb::raft_server::RaftServer::new(raft)
+                .max_decoding_message_size(peer_limit)
+                .max_encoding_message_size(peer_limit),
+        )
+        .add_service(pb::chat_service_server::ChatServiceServer::new(chat))
+        .add_service(pb::cluster_server::ClusterServer::new(cluster))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop,
+        )
+        .await;
+    tracing::info!(id = cfg.id, "gRPC server stopped; stopping the driver");
+    let _ = node.shared().shutdown.send(true);
+    let driver_result = match driver.await {
+        Ok(r) => r,
+        Err(e) => Err(NodeError::Io(format!("driver task: {e}"))),
+    };
+    served?;
+    driver_result?;
+    Ok(())
+}

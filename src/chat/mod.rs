@@ -1,0 +1,656 @@
+//! The replicated chat state machine: rooms, gap-free per-room sequence numbers, a bounded
+//! dedupe table keyed by client request id, and snapshot/restore.
+//!
+//! It is deterministic: every node applies the same committed commands in the same order and
+//! reaches the same state, because nothing here reads a clock or a random source (the accepting
+//! node stamps the time and the message id into the command before proposing it).
+//!
+//! Validation happens twice: the API refuses bad input before proposing (precise status codes
+//! for the client), and `apply` refuses it again, so a malformed entry in the log (from an older
+//! or buggy node) is skipped identically everywhere instead of half-applying.
+
+pub mod codec;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use self::codec::{
+    CommandPb, CreateRoomPb, DedupePb, RoomPb, SendPb, SnapshotPb, StoredMessagePb,
+    SNAPSHOT_VERSION,
+};
+
+/// Default cap on the text of one message (64 KiB).
+pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Cap on room and author names, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Cap on a client request id, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// Default number of request ids remembered for deduplication. Older ids are forgotten first;
+/// a retry older than that many sends is treated as new (documented in docs/node.md).
+pub const DEFAULT_DEDUPE_CAPACITY: usize = 100_000;
+
+/// Errors of the chat layer. The API maps them to gRPC codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// The input is not acceptable (INVALID_ARGUMENT).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The room does not exist (NOT_FOUND).
+    #[error("room {0:?} not found")]
+    RoomNotFound(String),
+    /// A log entry or snapshot could not be decoded.
+    #[error("corrupt state machine data: {0}")]
+    Corrupt(String),
+}
+
+/// A chat message as stored and served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Room name.
+    pub room: String,
+    /// Position in the room: 1, 2, 3, ... with no gaps.
+    pub seq: u64,
+    /// Raft index of the entry that carried it.
+    pub index: u64,
+    /// Raft term of that entry.
+    pub term: u64,
+    /// Author name.
+    pub author: String,
+    /// Text.
+    pub text: String,
+    /// Message id (client request id or server-assigned UUID).
+    pub id: String,
+    /// Wall-clock time at the accepting node (informational).
+    pub sent_at_unix_ms: i64,
+}
+
+/// A state-machine command, as proposed to Raft.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Append a message to a room, creating the room on first use.
+    Send {
+        /// Room name.
+        room: String,
+        /// Author name.
+        author: String,
+        /// Text.
+        text: String,
+        /// Message id; doubles as the dedupe key.
+        id: String,
+        /// Wall-clock time at the accepting node.
+        sent_at_unix_ms: i64,
+    },
+    /// Create an empty room.
+    CreateRoom {
+        /// Room name.
+        room: String,
+    },
+}
+
+impl Command {
+    /// Checks the command against the limits. Used before proposing and again when applying.
+    pub fn validate(&self, max_text_bytes: usize) -> Result<(), ChatError> {
+        match self {
+            Command::Send {
+                room,
+                author,
+                text,
+                id,
+                ..
+            } => {
+                validate_room(room)?;
+                if author.trim().is_empty() {
+                    return Err(ChatError::InvalidArgument(
+                        "author must not be empty".into(),
+                    ));
+                }
+                if author.len() > MAX_NAME_BYTES {
+                    return Err(ChatError::InvalidArgument(format!(
+                        "author is longer than {MAX_NAME_BYTES} bytes"
+                    )));
+                }
+                if text.is_empty() {
+                    return Err(ChatError::InvalidArgument("text must not be empty".into()));
+                }
+                if text.len() > max_text_bytes {
+                    return Err(ChatError::InvalidArgument(format!(
+                        "text is {} bytes, over the {max_text_bytes}-byte limit",
+                        text.len()
+                    )));
+                }
+                if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES {
+                    return Err(ChatError::InvalidArgument(format!(
+                        "client_request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
+            Command::CreateRoom { room } => validate_room(room),
+        }
+    }
+
+    /// Encodes the command for a log entry.
+    pub fn encode(&self) -> Bytes {
+        let pb = match self.clone() {
+            Command::Send {
+                room,
+                author,
+                text,
+                id,
+                sent_at_unix_ms,
+            } => CommandPb {
+                send: Some(SendPb {
+                    room,
+                    author,
+                    text,
+                    id,
+                    sent_at_unix_ms,
+                }),
+                create_room: None,
+            },
+            Command::CreateRoom { room } => CommandPb {
+                send: None,
+                create_room: Some(CreateRoomPb { room }),
+            },
+        };
+        codec::encode(&pb)
+    }
+
+    /// Decodes a log entry's payload.
+    pub fn decode(data: &[u8]) -> Result<Command, ChatError> {
+        let pb = codec::decode_command(data).map_err(|e| ChatError::Corrupt(e.to_string()))?;
+        match (pb.send, pb.create_room) {
+            (Some(s), None) => Ok(Command::Send {
+                room: s.room,
+                author: s.author,
+                text: s.text,
+                id: s.id,
+                sent_at_unix_ms: s.sent_at_unix_ms,
+            }),
+            (None, Some(c)) => Ok(Command::CreateRoom { room: c.room }),
+            _ => Err(ChatError::Corrupt(
+                "a command must set exactly one of send, create_room".into(),
+            )),
+        }
+    }
+}
+
+/// Checks a room name: non-empty, bounded, no control characters.
+pub fn validate_room(room: &str) -> Result<(), ChatError> {
+    if room.trim().is_empty() {
+        return Err(ChatError::InvalidArgument("room must not be empty".into()));
+    }
+    if room.len() > MAX_NAME_BYTES {
+        return Err(ChatError::InvalidArgument(format!(
+            "room is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if room.chars().any(char::is_control) {
+        return Err(ChatError::InvalidArgument(
+            "room must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What applying one entry produced; the driver hands it to the waiting client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A send. `duplicate` is true when the request id was seen before and `message` is the
+    /// original.
+    Sent {
+        /// The stored message.
+        message: Arc<ChatMessage>,
+        /// True for a retry answered from the dedupe table.
+        duplicate: bool,
+    },
+    /// A create-room. `created` is false when the room already existed.
+    RoomCreated {
+        /// Whether this command created the room.
+        created: bool,
+        /// Messages in the room.
+        message_count: u64,
+    },
+    /// A no-op or configuration entry (nothing for the chat).
+    Nothing,
+    /// The entry was refused (invalid or undecodable); identical on every node.
+    Rejected(ChatError),
+}
+
+/// Summary of one room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// Number of messages (= highest seq).
+    pub message_count: u64,
+}
+
+/// The chat state. Messages are held in memory (see docs/node.md for the retention limit);
+/// `Arc` so that serving history and fanning out to subscribers never copies text.
+#[derive(Debug)]
+pub struct ChatState {
+    /// Rooms by name. Invariant: `rooms[r][i].seq == i + 1` (gap-free).
+    rooms: BTreeMap<String, Vec<Arc<ChatMessage>>>,
+    /// Request id to (room, seq) of the original message.
+    dedupe: HashMap<String, (String, u64)>,
+    /// Request ids in insertion order, for eviction. Invariant: same keys as `dedupe`.
+    dedupe_order: VecDeque<String>,
+    dedupe_capacity: usize,
+    max_text_bytes: usize,
+    /// Last raft index applied. Invariant: only grows, except through `restore`.
+    applied: u64,
+}
+
+impl ChatState {
+    /// An empty state with the given limits.
+    pub fn new(dedupe_capacity: usize, max_text_bytes: usize) -> Self {
+        ChatState {
+            rooms: BTreeMap::new(),
+            dedupe: HashMap::new(),
+            dedupe_order: VecDeque::new(),
+            dedupe_capacity: dedupe_capacity.max(1),
+            max_text_bytes,
+            applied: 0,
+        }
+    }
+
+    /// Last raft index applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Records that `index` was applied without a chat command (no-op or configuration entry).
+    pub fn skip(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
+    /// Applies the entry at `index` (term `term`) carrying `data`.
+    pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) -> Applied {
+        self.applied = self.applied.max(index);
+        let cmd = match Command::decode(data) {
+            Ok(c) => c,
+            Err(e) => return Applied::Rejected(e),
+        };
+        if let Err(e) = cmd.validate(self.max_text_bytes) {
+            return Applied::Rejected(e);
+        }
+        match cmd {
+            Command::CreateRoom { room } => {
+                let created = !self.rooms.contains_key(&room);
+                let msgs = self.rooms.entry(room).or_default();
+                Applied::RoomCreated {
+                    created,
+                    message_count: msgs.len() as u64,
+                }
+            }
+            Command::Send {
+                room,
+                author,
+                text,
+                id,
+                sent_at_unix_ms,
+            } => {
+                if let Some(original) = self.lookup_dedupe(&id) {
+                    return Applied::Sent {
+                        message: original,
+                        duplicate: true,
+                    };
+                }
+                let msgs = self.rooms.entry(room.clone()).or_default();
+                let message = Arc::new(ChatMessage {
+                    room: room.clone(),
+                    seq: msgs.len() as u64 + 1,
+                    index,
+                    term,
+                    author,
+                    text,
+                    id: id.clone(),
+                    sent_at_unix_ms,
+                });
+                msgs.push(message.clone());
+                self.remember(id, room, message.seq);
+                Applied::Sent {
+                    message,
+                    duplicate: false,
+                }
+            }
+        }
+    }
+
+    fn lookup_dedupe(&self, id: &str) -> Option<Arc<ChatMessage>> {
+        let (room, seq) = self.dedupe.get(id)?;
+        let msgs = self.rooms.get(room)?;
+        msgs.get(usize::try_from(seq.checked_sub(1)?).ok()?)
+            .cloned()
+    }
+
+    fn remember(&mut self, id: String, room: String, seq: u64) {
+        while self.dedupe_order.len() >= self.dedupe_capacity {
+            match self.dedupe_order.pop_front() {
+                Some(old) => {
+                    self.dedupe.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.dedupe_order.push_back(id.clone());
+        self.dedupe.insert(id, (room, seq));
+    }
+
+    /// True when the room exists.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Number of messages in a room, if it exists.
+    pub fn room_len(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).map(|m| m.len() as u64)
+    }
+
+    /// Up to `limit` messages of `room` starting at `from_seq` (inclusive), ascending; or, with
+    /// `reverse`, descending from `from_seq` (0 = the newest).
+    pub fn history(
+        &self,
+        room: &str,
+        from_seq: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Arc<ChatMessage>>, ChatError> {
+        let msgs = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
+        let len = msgs.len() as u64;
+        if reverse {
+            let top = if from_seq == 0 {
+                len
+            } else {
+                from_seq.min(len)
+            };
+            let lo = top.saturating_sub(limit as u64);
+            Ok(msgs[lo as usize..top as usize]
+                .iter()
+                .rev()
+                .cloned()
+                .collect())
+        } else {
+            let start = from_seq.max(1) - 1;
+            if start >= len {
+                return Ok(Vec::new());
+            }
+            let end = start.saturating_add(limit as u64).min(len);
+            Ok(msgs[start as usize..end as usize].to_vec())
+        }
+    }
+
+    /// Rooms in name order, strictly after `after`, at most `limit`.
+    pub fn list_rooms(&self, after: Option<&str>, limit: usize) -> Vec<RoomInfo> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.rooms
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(name, msgs)| RoomInfo {
+                name: name.clone(),
+                message_count: msgs.len() as u64,
+            })
+            .collect()
+    }
+
+    /// Encodes the whole state (rooms, messages, dedupe table) for a Raft snapshot.
+    pub fn snapshot(&self) -> Bytes {
+        let pb = SnapshotPb {
+            version: SNAPSHOT_VERSION,
+            applied: self.applied,
+            rooms: self
+                .rooms
+                .iter()
+                .map(|(name, msgs)| RoomPb {
+                    name: name.clone(),
+                    messages: msgs
+                        .iter()
+                        .map(|m| StoredMessagePb {
+                            seq: m.seq,
+                            index: m.index,
+                            term: m.term,
+                            author: m.author.clone(),
+                            text: m.text.clone(),
+                            id: m.id.clone(),
+                            sent_at_unix_ms: m.sent_at_unix_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            dedupe: self
+                .dedupe_order
+                .iter()
+                .filter_map(|id| {
+                    self.dedupe.get(id).map(|(room, seq)| DedupePb {
+                        id: id.clone(),
+                        room: room.clone(),
+                        seq: *seq,
+                    })
+                })
+                .collect(),
+        };
+        codec::encode(&pb)
+    }
+
+    /// Replaces the state with a snapshot image. An empty image is the empty state (a fresh
+    /// log's index-0 snapshot). On error the current state is left untouched.
+    pub fn restore(&mut self, data: &[u8]) -> Result<(), ChatError> {
+        let mut fresh = ChatState::new(self.dedupe_capacity, self.max_text_bytes);
+        if data.is_empty() {
+            *self = fresh;
+            return Ok(());
+        }
+        let pb = codec::decode_snapshot(data).map_err(|e| ChatError::Corrupt(e.to_string()))?;
+        if pb.version != SNAPSHOT_VERSION {
+            return Err(ChatError::Corrupt(format!(
+                "snapshot format version {} (this binary reads {SNAPSHOT_VERSION})",
+                pb.version
+            )));
+        }
+        fresh.applied = pb.applied;
+        for room in pb.rooms {
+            let mut msgs = Vec::with_capacity(room.messages.len());
+            for (i, m) in room.messages.into_iter().enumerate() {
+                if m.seq != i as u64 + 1 {
+                    return Err(ChatError::Corrupt(format!(
+                        "room {:?} has seq {} at position {}",
+                        room.name,
+                        m.seq,
+                        i + 1
+                    )));
+                }
+                msgs.push(Arc::new(ChatMessage {
+                    room: room.name.clone(),
+                    seq: m.seq,
+                    index: m.index,
+                    term: m.term,
+                    author: m.author,
+                    text: m.text,
+                    id: m.id,
+                    sent_at_unix_ms: m.sent_at_unix_ms,
+                }));
+            }
+            fresh.rooms.insert(room.name, msgs);
+        }
+        for d in pb.dedupe {
+            fresh.remember(d.id, d.room, d.seq);
+        }
+        *self = fresh;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(room: &str, text: &str, id: &str) -> Bytes {
+        Command::Send {
+            room: room.into(),
+            author: "ada".into(),
+            text: text.into(),
+            id: id.into(),
+            sent_at_unix_ms: 7,
+        }
+        .encode()
+    }
+
+    fn sent(a: Applied) -> (Arc<ChatMessage>, bool) {
+        match a {
+            Applied::Sent { message, duplicate } => (message, duplicate),
+            other => panic!("expected Sent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seq_is_gap_free_per_room() {
+        let mut s = ChatState::new(10, 100);
+        let (a1, _) = sent(s.apply(1, 1, &send("a", "x", "1")));
+        let (b1, _) = sent(s.apply(2, 1, &send("b", "x", "2")));
+        let (a2, _) = sent(s.apply(3, 1, &send("a", "y", "3")));
+        assert_eq!((a1.seq, b1.seq, a2.seq), (1, 1, 2));
+        assert_eq!(a2.index, 3);
+        assert_eq!(s.applied(), 3);
+    }
+
+    #[test]
+    fn retry_with_same_id_returns_original() {
+        let mut s = ChatState::new(10, 100);
+        let (m1, d1) = sent(s.apply(1, 1, &send("a", "x", "req")));
+        let (m2, d2) = sent(s.apply(2, 2, &send("a", "x", "req")));
+        assert!(!d1);
+        assert!(d2);
+        assert_eq!(m1, m2);
+        assert_eq!(s.room_len("a"), Some(1));
+    }
+
+    #[test]
+    fn dedupe_table_is_bounded_fifo() {
+        let mut s = ChatState::new(2, 100);
+        s.apply(1, 1, &send("a", "x", "r1"));
+        s.apply(2, 1, &send("a", "x", "r2"));
+        s.apply(3, 1, &send("a", "x", "r3"));
+        // r1 was evicted: a retry is treated as new.
+        let (m, dup) = sent(s.apply(4, 1, &send("a", "x", "r1")));
+        assert!(!dup);
+        assert_eq!(m.seq, 4);
+        let (_, dup) = sent(s.apply(5, 1, &send("a", "x", "r3")));
+        assert!(dup);
+    }
+
+    #[test]
+    fn invalid_and_garbage_entries_are_rejected_without_side_effects() {
+        let mut s = ChatState::new(10, 4);
+        assert!(matches!(
+            s.apply(1, 1, &send("a", "too long", "1")),
+            Applied::Rejected(ChatError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.apply(2, 1, &send("", "x", "2")),
+            Applied::Rejected(ChatError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.apply(3, 1, &[0xff, 0xff, 0xff]),
+            Applied::Rejected(ChatError::Corrupt(_))
+        ));
+        assert!(!s.has_room("a"));
+        assert_eq!(s.applied(), 3);
+    }
+
+    #[test]
+    fn history_pages_both_ways_and_unknown_room_is_not_found() {
+        let mut s = ChatState::new(10, 100);
+        for i in 1..=5u64 {
+            s.apply(i, 1, &send("a", "x", &i.to_string()));
+        }
+        let seqs = |v: Vec<Arc<ChatMessage>>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.history("a", 0, 2, false).unwrap()), vec![1, 2]);
+        assert_eq!(seqs(s.history("a", 4, 10, false).unwrap()), vec![4, 5]);
+        assert_eq!(
+            seqs(s.history("a", 9, 10, false).unwrap()),
+            Vec::<u64>::new()
+        );
+        assert_eq!(seqs(s.history("a", 0, 2, true).unwrap()), vec![5, 4]);
+        assert_eq!(seqs(s.history("a", 2, 5, true).unwrap()), vec![2, 1]);
+        assert_eq!(
+            s.history("nope", 0, 1, false),
+            Err(ChatError::RoomNotFound("nope".into()))
+        );
+    }
+
+    #[test]
+    fn create_room_is_idempotent_and_listed() {
+        let mut s = ChatState::new(10, 100);
+        let c = Command::CreateRoom { room: "b".into() }.encode();
+        assert_eq!(
+            s.apply(1, 1, &c),
+            Applied::RoomCreated {
+                created: true,
+                message_count: 0
+            }
+        );
+        assert_eq!(
+            s.apply(2, 1, &c),
+            Applied::RoomCreated {
+                created: false,
+                message_count: 0
+            }
+        );
+        s.apply(3, 1, &send("a", "x", "1"));
+        let names: Vec<_> = s.list_rooms(None, 10).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        let after: Vec<_> = s
+            .list_rooms(Some("a"), 10)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(after, vec!["b"]);
+    }
+
+    #[test]
+    fn snapshot_round_trips_including_dedupe() {
+        let mut s = ChatState::new(10, 100);
+        s.apply(1, 1, &send("a", "x", "r1"));
+        s.apply(2, 1, &send("b", "y", "r2"));
+        let img = s.snapshot();
+        let mut t = ChatState::new(10, 100);
+        t.restore(&img).unwrap();
+        assert_eq!(t.applied(), 2);
+        assert_eq!(t.snapshot(), img);
+        let (m, dup) = sent(t.apply(3, 2, &send("a", "x", "r1")));
+        assert!(dup);
+        assert_eq!(m.seq, 1);
+    }
+
+    #[test]
+    fn restore_refuses_garbage_and_keeps_state() {
+        let mut s = ChatState::new(10, 100);
+        s.apply(1, 1, &send("a", "x", "r1"));
+        assert!(s.restore(&[0xff, 0x01, 0x02]).is_err());
+        let bad_version = codec::encode(&SnapshotPb {
+            version: 99,
+            ..Default::default()
+        });
+        assert!(s.restore(&bad_version).is_err());
+        assert_eq!(s.room_len("a"), Some(1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn restore_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let mut s = ChatState::new(10, 100);
+            let _ = s.restore(&data);
+            let _ = s.apply(1, 1, &data);
+        }
+    }
+}

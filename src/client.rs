@@ -1,0 +1,324 @@
+//! The client side of `raft_client`: send, tail, chat and status against one or more nodes,
+//! failing over between the addresses given.
+//!
+//! Sends carry a client request id generated once per message, so a retry on another node after
+//! a failure can never duplicate the message.
+
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::pb;
+use crate::pb::chat_service_client::ChatServiceClient;
+use crate::pb::cluster_client::ClusterClient;
+
+/// How long a client command keeps failing over before giving up.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Errors of client commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No address was given.
+    #[error("no node address given")]
+    NoAddress,
+    /// An address is not usable.
+    #[error("bad address {0:?}: {1}")]
+    BadAddress(String, String),
+    /// The server refused the call for a reason a retry cannot fix.
+    #[error("{code:?}: {message}")]
+    Status {
+        /// gRPC code.
+        code: Code,
+        /// Server message.
+        message: String,
+    },
+    /// Every node failed until the deadline.
+    #[error("no node answered in time; last error: {0}")]
+    Exhausted(String),
+    /// Terminal I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// A failover client over several node addresses.
+pub struct Client {
+    addrs: Vec<String>,
+    current: usize,
+}
+
+impl Client {
+    /// Parses a comma-separated address list (`host:port` or `http://host:port`).
+    pub fn new(addrs: &str) -> Result<Client, ClientError> {
+        let addrs: Vec<String> = addrs
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect();
+        if addrs.is_empty() {
+            return Err(ClientError::NoAddress);
+        }
+        for a in &addrs {
+            Endpoint::from_shared(a.clone())
+                .map_err(|e| ClientError::BadAddress(a.clone(), e.to_string()))?;
+        }
+        Ok(Client { addrs, current: 0 })
+    }
+
+    fn channel(&self, i: usize) -> Result<Channel, ClientError> {
+        let a = &self.addrs[i % self.addrs.len()];
+        Ok(Endpoint::from_shared(a.clone())
+            .map_err(|e| ClientError::BadAddress(a.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy())
+    }
+
+    fn rotate(&mut self) {
+        self.current = (self.current + 1) % self.addrs.len();
+    }
+
+    /// Sends one message; retries on other nodes with the same request id until committed.
+    pub async fn send(
+        &mut self,
+        room: &str,
+        author: &str,
+        text: &str,
+        request_id: Option<String>,
+    ) -> Result<pb::Message, ClientError> {
+        let id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        loop {
+            let mut c = ChatServiceClient::new(self.channel(self.current)?);
+            let res = c
+                .send_message(pb::SendMessageRequest {
+                    room: room.into(),
+                    author: author.into(),
+                    text: text.into(),
+                    client_request_id: id.clone(),
+                })
+                .await;
+            match res {
+                Ok(r) => {
+                    return r.into_inner().message.ok_or(ClientError::Status {
+                        code: Code::Internal,
+                        message: "reply without a message".into(),
+                    })
+                }
+                Err(st) if retryable(st.code()) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ClientError::Exhausted(st.message().to_string()));
+                    }
+                    self.rotate();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(st) => {
+                    return Err(ClientError::Status {
+                        code: st.code(),
+                        message: st.message().to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Follows a room from `from_seq`, calling `on_message` for each message in order. On a
+    /// node failure it resubscribes elsewhere from the next seq, so output has no gaps and no
+    /// duplicates. Returns only on a non-retryable error.
+    pub async fn tail(
+        &mut self,
+        room: &str,
+        from_seq: u64,
+        mut on_message: impl FnMut(&pb::Message),
+    ) -> Result<(), ClientError> {
+        let mut next = from_seq.max(1);
+        let mut failures_since_progress = 0u32;
+        loop {
+            let mut c = ChatServiceClient::new(self.channel(self.current)?);
+            let res = c
+                .subscribe(pb::SubscribeRequest {
+                    room: room.into(),
+                    from_seq: next,
+                })
+                .await;
+            let err = match res {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(m)) => {
+                                if m.seq == next {
+                                    on_message(&m);
+                                    next += 1;
+                                    failures_since_progress = 0;
+                                }
+                            }
+                            Ok(None) => break tonic::Status::unavailable("stream ended"),
+                            Err(st) => break st,
+                        }
+                    }
+                }
+                Err(st) => st,
+            };
+            if !retryable(err.code()) {
+                return Err(ClientError::Status {
+                    code: err.code(),
+                    message: err.message().to_string(),
+                });
+            }
+            failures_since_progress += 1;
+            if failures_since_progress > 100 {
+                return Err(ClientError::Exhausted(err.message().to_string()));
+            }
+            self.rotate();
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Status of every node in the list (an unreachable node gives an error entry).
+    pub async fn status_all(&self) -> Vec<(String, Result<pb::StatusResponse, String>)> {
+        let mut out = Vec::new();
+        for (i, a) in self.addrs.iter().enumerate() {
+            let res = match self.channel(i) {
+                Ok(ch) => {
+                    let mut c = ClusterClient::new(ch);
+                    let mut req = tonic::Request::new(pb::StatusRequest {});
+                    req.set_timeout(Duration::from_secs(2));
+                    c.status(req)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((a.trim_start_matches("http://").to_string(), res));
+        }
+        out
+    }
+}
+
+/// Human-readable role name.
+pub fn role_name(role: i32) -> &'static str {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Leader) => "leader",
+        Ok(pb::Role::Follower) => "follower",
+        Ok(pb::Role::Candidate) => "candidate",
+        Ok(pb::Role::PreCandidate) => "pre-candidate",
+        Ok(pb::Role::Learner) => "learner",
+        _ => "unknown",
+    }
+}
+
+/// One line per message, as `tail` and `chat` print it.
+pub fn format_message(m: &pb::Message) -> String {
+    format!("[{} #{}] {}: {}", m.room, m.seq, m.author, m.text)
+}
+
+/// Status as JSON (for `status --json`).
+pub fn status_json(all: &[(String, Result<pb::StatusResponse, String>)]) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = all
+        .iter()
+        .map(|(addr, r)| match r {
+            Ok(s) => serde_json::json!({
+                "addr": addr,
+                "id": s.id,
+                "role": role_name(s.role),
+                "term": s.term,
+                "leader_id": s.leader_id,
+                "leader_addr": s.leader_addr,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "last_index": s.last_index,
+                "snapshot_index": s.snapshot_index,
+                "voters": s.voters,
+                "cluster_id": s.cluster_id,
+                "peers": s.peers.iter().map(|p| serde_json::json!({
+                    "id": p.id, "addr": p.addr, "match_index": p.match_index,
+                    "next_index": p.next_index, "lag": p.lag, "active": p.active,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({ "addr": addr, "error": e }),
+        })
+        .collect();
+    serde_json::Value::Array(nodes)
+}
+
+/// Status as a table (for `status`).
+pub fn status_table(all: &[(String, Result<pb::StatusResponse, String>)]) -> String {
+    let mut out = format!(
+        "{:<22} {:>4} {:<14} {:>6} {:>7} {:>8} {:>8} {:>8}\n",
+        "ADDR", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "SNAP"
+    );
+    for (addr, r) in all {
+        match r {
+            Ok(s) => {
+                out.push_str(&format!(
+                    "{:<22} {:>4} {:<14} {:>6} {:>7} {:>8} {:>8} {:>8}\n",
+                    addr,
+                    s.id,
+                    role_name(s.role),
+                    s.term,
+                    s.leader_id,
+                    s.commit_index,
+                    s.applied_index,
+                    s.snapshot_index
+                ));
+                for p in &s.peers {
+                    out.push_str(&format!(
+                        "    peer {:>3} {:<22} match={:<8} lag={:<6} {}\n",
+                        p.id,
+                        p.addr,
+                        p.match_index,
+                        p.lag,
+                        if p.active { "active" } else { "inactive" }
+                    ));
+                }
+            }
+            Err(e) => out.push_str(&format!("{addr:<22} unreachable: {e}\n")),
+        }
+    }
+    out
+}
+
+/// Interactive chat: prints the room live and sends each line typed on stdin.
+pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(), ClientError> {
+    let mut tail_client = Client::new(addrs)?;
+    let mut send_client = Client::new(addrs)?;
+    let room_t = room.to_string();
+    // Start at the current end of the room: show only what is said from now on, plus a little
+    // context.
+    let tail = tokio::spawn(async move {
+        tail_client
+            .tail(&room_t, 1, |m| println!("{}", format_message(m)))
+            .await
+    });
+    eprintln!("joined {room} as {author}; type a line and press Enter (Ctrl-D to leave)");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let text = line.trim_end();
+        if text.is_empty() {
+            continue;
+        }
+        if let Err(e) = send_client.send(room, author, text, None).await {
+            eprintln!("send failed: {e}");
+        }
+    }
+    tail.abort();
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The driver: one tokio task that owns the consensus core and does everything the core leaves
+//! to the application, in the order the Ready contract demands.
+//!
+//! Each iteration waits for one event (a tick, peer messages, client requests, shutdown), then
+//! drains everything else already queued of the same kind (so a burst of proposals becomes one
+//! append and one fsync: group commit), and then handles every Ready:
+//! send `messages` (the leader replicates while it writes its own disk), persist snapshot,
+//! entries and hard state, ONE sync, send `persisted_messages`, apply committed entries to the
+//! chat state machine, answer waiters, `advance`. Compaction follows when enough entries were
+//! applied since the last snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{
+    open_storage, NodeConfig, NodeError, NodeHandle, NodeStatus, NodeStorage, PeerStatus, Request,
+    Shared, EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE,
+};
+use crate::chat::{Applied, ChatState};
+use crate::raft::{
+    ConfState, Config, Entry, EntryKind, LogStore, Message, NodeId, Raft, ReadState, Ready, Role,
+};
+use crate::transport::Transport;
+
+/// Most queued items handled per wake-up before the Ready is processed, so one flood cannot
+/// starve ticks.
+const DRAIN_MAX: usize = 4096;
+
+type ProposeReply = oneshot::Sender<Result<Applied, NodeError>>;
+/// What starting a node gives back: the API's handle, the sender the `Raft` gRPC service feeds,
+/// and the driver task (which ends on shutdown or on a fatal error).
+pub type Started = (
+    NodeHandle,
+    mpsc::Sender<Message>,
+    JoinHandle<Result<(), NodeError>>,
+);
+type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
+
+/// The task that owns `Raft<S>`.
+pub struct Driver<S: LogStore + Send + 'static> {
+    cfg: Arc<NodeConfig>,
+    raft: Raft<S>,
+    shared: Arc<Shared>,
+    transport: Transport,
+    inbound: mpsc::Receiver<Message>,
+    requests: mpsc::Receiver<Request>,
+    /// Proposals waiting for their entry: index -> (term, reply). Invariant: indexes above the
+    /// applied index; all belong to this node's current leadership.
+    proposals: BTreeMap<u64, (u64, ProposeReply)>,
+    /// ReadIndex requests waiting for their ReadState, by ctx.
+    reads: HashMap<u64, ReadReply>,
+    next_ctx: u64,
+    /// Index of the latest snapshot in storage.
+    snapshot_index: u64,
+    was_leader: bool,
+}
+
+impl Driver<NodeStorage> {
+    /// Opens storage, restores the state machine from the latest snapshot, starts the transport
+    /// and spawns the driver task. Returns the handle for the API, the sender the `Raft` gRPC
+    /// service feeds, and the task (which ends on shutdown or on a fatal error).
+    pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+        let conf = ConfState::with_voters(cfg.peers.keys().copied());
+        let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
+        Self::start_with(cfg, storage)
+    }
+}
+
+impl<S: LogStore + Send + 'static> Driver<S> {
+    /// Like [`Driver::start`], with an already opened storage.
+    pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
+        if !cfg.peers.contains_key(&cfg.id) {
+            return Err(NodeError::Config(format!(
+                "node {} is not among the members {:?}",
+                cfg.id,
+                cfg.peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        let snap = storage.snapshot()?;
+        let mut sm = ChatState::new(cfg.dedupe_capacity, cfg.max_text_bytes);
+        sm.restore(&snap.data)?;
+        let mut rc = Config::new(cfg.id);
+        rc.election_tick = cfg.election_ticks.max(2);
+        rc.heartbeat_tick = 1;
+        rc.applied = snap.meta.index;
+        rc.seed = cfg.id ^ fastrand::u64(..);
+        let raft = Raft::new(rc, storage)?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let transport = Transport::start(cfg.id, &cfg.cluster_id, &cfg.peers, shutdown_rx)
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let shared = Arc::new(Shared {
+            sm: RwLock::new(sm),
+            applied: watch::channel(snap.meta.index).0,
+            status: watch::channel(NodeStatus::initial(
+                cfg.id,
+                cfg.addr.to_string(),
+                cfg.cluster_id.clone(),
+            ))
+            .0,
+            events,
+            shutdown: shutdown_tx,
+        });
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
+        let cfg = Arc::new(cfg);
+        let driver = Driver {
+            cfg: cfg.clone(),
+            raft,
+            shared: shared.clone(),
+            transport,
+            inbound: in_rx,
+            requests: req_rx,
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            next_ctx: 1,
+            snapshot_index: snap.meta.index,
+            was_leader: false,
+        };
+        let task = tokio::spawn(driver.run());
+        let handle = NodeHandle {
+            requests: req_tx,
+            shared,
+            config: cfg,
+        };
+        Ok((handle, in_tx, task))
+    }
+
+    async fn run(mut self) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(self.cfg.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut ticks: u64 = 0;
+        tracing::info!(id = self.cfg.id, addr = %self.cfg.addr, "node started");
+        let result = loop {
+            let step = tokio::select! {
+                _ = shutdown.wait_for(|&s| s) => break Ok(()),
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(20) {
+                        self.reap_abandoned();
+                    }
+                    self.raft.tick().map_err(NodeError::from)
+                }
+                Some(m) = self.inbound.recv() => self.on_messages(m),
+                Some(r) = self.requests.recv() => self.on_requests(r),
+            };
+            if let Err(e) = step.and_then(|()| self.process_ready()) {
+                break Err(e);
+            }
+            if let Err(e) = self.maybe_compact(false) {
+                tracing::warn!(id = self.cfg.id, error = %e, "automatic compaction failed");
+            }
+            self.publish_status();
+        };
+        // Make whatever was written durable before exiting, and tell every waiter.
+        if let Err(e) = self.raft.storage_mut().sync() {
+            tracing::error!(error = %e, "final sync failed");
+        }
+        self.fail_all(|| NodeError::Stopped);
+        let _ = self.shared.shutdown.send(true);
+        match &result {
+            Ok(()) => tracing::info!(id = self.cfg.id, "node stopped"),
+            Err(e) => {
+                tracing::error!(id = self.cfg.id, error = %e, "node stopped on a fatal error")
+            }
+        }
+        result
+    }
+
+    fn on_messages(&mut self, first: Message) -> Result<(), NodeError> {
+        self.raft.step(first)?;
+        for _ in 0..DRAIN_MAX {
+            match self.inbound.try_recv() {
+                Ok(m) => self.raft.step(m)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_requests(&mut self, first: Request) -> Result<(), NodeError> {
+        self.on_request(first);
+        for _ in 0..DRAIN_MAX {
+            match self.requests.try_recv() {
+                Ok(r) => self.on_request(r),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn leader_addr(&self, leader: Option<NodeId>) -> Option<(NodeId, String)> {
+        leader.map(|id| (id, self.cfg.addr_of(id).unwrap_or_default().to_string()))
+    }
+
+    fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Propose { cmd, reply } => {
+                if let Err(e) = cmd.validate(self.cfg.max_text_bytes) {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+                match self.raft.propose(cmd.encode()) {
+                    Ok(index) => {
+                        let term = self.raft.term();
+                        self.proposals.insert(index, (term, reply));
+                    }
+                    Err(crate::raft::ProposeError::NotLeader { leader_hint }) => {
+                        let _ = reply.send(Err(NodeError::NotLeader {
+                            leader: self.leader_addr(leader_hint),
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Unavailable(e.to_string())));
+                    }
+                }
+            }
+            Request::ReadIndex { reply } => {
+                let ctx = self.next_ctx;
+                self.next_ctx += 1;
+                self.reads.insert(ctx, reply);
+                self.raft.read_index(ctx);
+            }
+            Request::Snapshot { reply } => {
+                let _ = reply.send(self.maybe_compact(true));
+            }
+        }
+    }
+
+    /// Drops waiters whose client went away (a forwarded read whose leader died never gets an
+    /// answer; its caller times out and this reclaims the slot).
+    fn reap_abandoned(&mut self) {
+        self.reads.retain(|_, r| !r.is_closed());
+    }
+
+    fn fail_all(&mut self, err: impl Fn() -> NodeError) {
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, reply) in std::mem::take(&mut self.reads) {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), NodeError> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready()?;
+            self.handle_ready(rd)?;
+        }
+        Ok(())
+    }
+
+    fn handle_ready(&mut self, mut rd: Ready) -> Result<(), NodeError> {
+        if let Some(ss) = rd.soft_state {
+            tracing::info!(
+                id = self.cfg.id,
+                term = self.raft.term(),
+                role = ?ss.role,
+                leader = ?ss.leader,
+                "role changed"
+            );
+            let leader_now = ss.role == Role::Leader;
+            if self.was_leader && !leader_now {
+                // Our proposals may or may not commit under the next leader: the outcome is
+                // unknown, so the client must retry (idempotently, with its request id).
+                let leader = self.leader_addr(ss.leader);
+                self.fail_all(|| NodeError::NotLeader {
+                    leader: leader.clone(),
+                });
+            } else if !leader_now && !self.reads.is_empty() {
+                // A forwarded read may have died with the old leader.
+                let leader = self.leader_addr(ss.leader);
+                for (_, reply) in std::mem::take(&mut self.reads) {
+                    let _ = reply.send(Err(NodeError::NotLeader {
+                        leader: leader.clone(),
+                    }));
+                }
+            }
+            self.was_leader = leader_now;
+        }
+        // 1. Replication traffic leaves before our own fsync (thesis section 10.2.1).
+        self.transport.send(std::mem::take(&mut rd.messages));
+        // 2. Persist, then ONE sync for the whole Ready.
+        let store = self.raft.storage_mut();
+        if let Some(s) = &rd.snapshot {
+            store.apply_snapshot(s.clone())?;
+        }
+        if !rd.entries.is_empty() {
+            store.append(&rd.entries)?;
+        }
+        if let Some(hs) = rd.hard_state {
+            store.set_hard_state(hs)?;
+        }
+        if !rd.nothing_to_persist() {
+            store.sync()?;
+        }
+        // 3. Votes and acknowledgements only now.
+        self.transport
+            .send(std::mem::take(&mut rd.persisted_messages));
+        // 4. Apply.
+        if let Some(s) = &rd.snapshot {
+            self.restore_snapshot(s.meta.index, &s.data)?;
+        }
+        self.apply_entries(&rd.committed_entries)?;
+        for rs in std::mem::take(&mut rd.read_states) {
+            self.answer_read(rs);
+        }
+        // 5. Hand it back.
+        self.raft.advance(rd)?;
+        Ok(())
+    }
+
+    fn restore_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), NodeError> {
+        {
+            let mut sm = self
+                .shared
+                .sm
+                .write()
+                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+            sm.restore(data)?;
+        }
+        self.snapshot_index = index;
+        self.shared.applied.send_replace(index);
+        tracing::info!(id = self.cfg.id, index, "restored snapshot from leader");
+        // Proposals below the snapshot can no longer be matched to their entries.
+        let stale: Vec<u64> = self.proposals.range(..=index).map(|(i, _)| *i).collect();
+        for i in stale {
+            if let Some((_, reply)) = self.proposals.remove(&i) {
+                let _ = reply.send(Err(NodeError::Unavailable(
+                    "outcome unknown (state replaced by a snapshot); retry".into(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), NodeError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut confs = Vec::new();
+        {
+            let mut sm = self
+                .shared
+                .sm
+                .write()
+                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+            for e in entries {
+                let outcome = match e.kind {
+                    EntryKind::Normal => sm.apply(e.index, e.term, &e.data),
+                    EntryKind::Noop => {
+                        sm.skip(e.index);
+                        Applied::Nothing
+                    }
+                    EntryKind::ConfChange => {
+                        sm.skip(e.index);
+                        if let Some(c) = ConfState::decode(&e.data) {
+                            confs.push(c);
+                        }
+                        Applied::Nothing
+                    }
+                };
+                outcomes.push((e.index, e.term, outcome));
+            }
+        }
+        for c in confs {
+            self.raft.apply_conf_change(c)?;
+        }
+        for (index, term, outcome) in outcomes {
+            if let Applied::Sent {
+                message,
+                duplicate: false,
+            } = &outcome
+            {
+                // No receivers is fine: nobody is subscribed.
+                let _ = self.shared.events.send(message.clone());
+            }
+            if let Applied::Rejected(e) = &outcome {
+                tracing::warn!(index, error = %e, "entry rejected by the state machine");
+            }
+            // Waiters at or below this index are settled now.
+            while let Some(entry) = self.proposals.first_entry() {
+                if *entry.key() > index {
+                    break;
+                }
+                let (i, (t, reply)) = entry.remove_entry();
+                let answer = if i == index && t == term {
+                    match outcome.clone() {
+                        Applied::Rejected(e) => Err(NodeError::Chat(e)),
+                        other => Ok(other),
+                    }
+                } else {
+                    Err(NodeError::Unavailable(
+                        "entry was overwritten by a new leader; retry".into(),
+                    ))
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        self.shared.applied.send_replace(last.index);
+        Ok(())
+    }
+
+    fn answer_read(&mut self, rs: ReadState) {
+        let Some(reply) = self.reads.remove(&rs.ctx) else {
+            return;
+        };
+        let _ = reply.send(match rs.index {
+            Some(i) => Ok(i),
+            None => Err(NodeError::NotLeader {
+                leader: self.leader_addr(self.raft.leader()),
+            }),
+        });
+    }
+
+    /// Compacts when `force` or when the threshold is passed. Returns the snapshot's (index,
+    /// term).
+    fn maybe_compact(&mut self, force: bool) -> Result<(u64, u64), NodeError> {
+        let applied = self.raft.applied_index();
+        let due = applied.saturating_sub(self.snapshot_index) >= self.cfg.snapshot_threshold;
+        if applied <= self.snapshot_index || !(force || due) {
+            let term = self.raft.log().term(self.snapshot_index).unwrap_or(0);
+            return Ok((self.snapshot_index, term));
+        }
+        let data = {
+            let sm = self
+                .shared
+                .sm
+                .read()
+                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+            if sm.applied() != applied {
+                return Err(NodeError::Unavailable(format!(
+                    "state machine at {} but raft applied {applied}",
+                    sm.applied()
+                )));
+            }
+            sm.snapshot()
+        };
+        let term = self.raft.log().term(applied)?;
+        let conf = self.raft.conf().clone();
+        let bytes = data.len();
+        let store = self.raft.storage_mut();
+        store.compact(applied, conf, data)?;
+        store.sync()?;
+        self.snapshot_index = applied;
+        tracing::info!(id = self.cfg.id, index = applied, bytes, "log compacted");
+        Ok((applied, term))
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.raft;
+        let last_index = r.log().last_index().unwrap_or(0);
+        let peers = if r.role() == Role::Leader {
+            r.progress()
+                .iter()
+                .map(|(&id, p)| PeerStatus {
+                    id,
+                    addr: self.cfg.addr_of(id).unwrap_or_default().to_string(),
+                    match_index: p.matched,
+                    next_index: p.next,
+                    lag: last_index.saturating_sub(p.matched),
+                    learner: p.learner,
+                    active: p.recent_active,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let st = NodeStatus {
+            id: self.cfg.id,
+            addr: self.cfg.addr.to_string(),
+            role: r.role(),
+            term: r.term(),
+            leader_id: r.leader(),
+            commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            last_index,
+            snapshot_index: self.snapshot_index,
+            peers,
+            voters: r.conf().voters.iter().copied().collect(),
+            learners: r.conf().learners.iter().copied().collect(),
+            cluster_id: self.cfg.cluster_id.clone(),
+        };
+        self.shared.status.send_if_modified(|cur| {
+            if *cur != st {
+                *cur = st;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

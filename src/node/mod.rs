@@ -1,0 +1,243 @@
+//! The node: configuration, the storage seam, and the handle the API uses to talk to the
+//! driver task that owns the consensus core.
+//!
+//! Data directory layout: `<data-dir>/raft` belongs to the log storage; `<data-dir>/node.json`
+//! records the node id and cluster id so that a data directory is never reused by another node
+//! or cluster by mistake.
+
+mod driver;
+mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::chat::{Applied, ChatError, ChatMessage, ChatState, Command};
+use crate::raft::{ConfState, MemStorage, NodeId, StorageError};
+
+pub use self::driver::{Driver, Started};
+pub use self::status::{NodeStatus, PeerStatus};
+
+/// The storage backend the node runs on. Every use goes through this alias and
+/// [`open_storage`], so swapping in the durable backend is a two-line change.
+pub type NodeStorage = MemStorage;
+
+/// Opens (or creates) the log storage under `dir` (which is `<data-dir>/raft`). `conf` is the
+/// initial membership, used only when the storage is fresh.
+pub fn open_storage(dir: &Path, conf: &ConfState) -> Result<NodeStorage, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+    Ok(MemStorage::new_with_conf(conf.clone()))
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// Address to listen on; also what peers and clients are told.
+    pub addr: SocketAddr,
+    /// Every member's address, this node included.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Data directory (`<data-dir>/raft` holds the log).
+    pub data_dir: PathBuf,
+    /// Peers with another cluster id are refused.
+    pub cluster_id: String,
+    /// Length of one tick; the leader heartbeats every tick.
+    pub heartbeat: Duration,
+    /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
+    pub election_ticks: u64,
+    /// Compact the log once this many entries are applied past the last snapshot.
+    pub snapshot_threshold: u64,
+    /// Cap on a message's text.
+    pub max_text_bytes: usize,
+    /// Request ids remembered for deduplication.
+    pub dedupe_capacity: usize,
+    /// Cap on a snapshot received from a peer.
+    pub max_snapshot_bytes: u64,
+}
+
+impl NodeConfig {
+    /// Sane defaults for node `id` at `addr` with the given members.
+    pub fn new(id: NodeId, addr: SocketAddr, peers: BTreeMap<NodeId, String>) -> Self {
+        NodeConfig {
+            id,
+            addr,
+            peers,
+            data_dir: PathBuf::from(format!("data/node-{id}")),
+            cluster_id: "rustyraft".into(),
+            heartbeat: Duration::from_millis(50),
+            election_ticks: 6,
+            snapshot_threshold: 10_000,
+            max_text_bytes: crate::chat::DEFAULT_MAX_TEXT_BYTES,
+            dedupe_capacity: crate::chat::DEFAULT_DEDUPE_CAPACITY,
+            max_snapshot_bytes: 1 << 30,
+        }
+    }
+
+    /// Address of a member, if known.
+    pub fn addr_of(&self, id: NodeId) -> Option<&str> {
+        self.peers.get(&id).map(String::as_str)
+    }
+}
+
+/// Errors of the node layer. The API maps them to gRPC codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader; `leader` is the one it knows of (id and address).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// Known leader, if any.
+        leader: Option<(NodeId, String)>,
+    },
+    /// The outcome is unknown or the service is temporarily unable to answer; retry (with the
+    /// same client request id, sends stay idempotent).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The chat state machine refused the command.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    /// The driver has stopped (shutdown or fatal error).
+    #[error("node is shutting down")]
+    Stopped,
+    /// Storage failed: fatal for the driver.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The consensus core failed: fatal for the driver.
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::Error),
+    /// Local I/O (data directory, sockets).
+    #[error("i/o: {0}")]
+    Io(String),
+    /// The configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// A request to the driver.
+pub(crate) enum Request {
+    /// Propose a command and answer once it is applied.
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Applied, NodeError>>,
+    },
+    /// Obtain a linearizable read index.
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
+    /// Compact the log now.
+    Snapshot {
+        reply: oneshot::Sender<Result<(u64, u64), NodeError>>,
+    },
+}
+
+/// State shared between the driver (the only writer) and the API (readers).
+pub struct Shared {
+    /// The chat state. A std `RwLock`, not a tokio one: it is never held across an `.await`,
+    /// and writers (the driver applying a batch) hold it only for the batch.
+    pub sm: RwLock<ChatState>,
+    /// Last applied index, for `min_index` and ReadIndex waits.
+    pub applied: watch::Sender<u64>,
+    /// This node's view of the cluster, updated after every driver iteration.
+    pub status: watch::Sender<NodeStatus>,
+    /// Every newly applied message, for subscribers. Bounded: a lagging receiver gets
+    /// `Lagged` and catches up from the state machine instead.
+    pub events: broadcast::Sender<Arc<ChatMessage>>,
+    /// Turns true when the node shuts down, so streams end cleanly.
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Capacity of the applied-message broadcast.
+pub const EVENTS_CAPACITY: usize = 1024;
+/// Capacity of the driver's request queue.
+pub const REQUEST_QUEUE: usize = 4096;
+/// Capacity of the driver's inbound peer-message queue.
+pub const INBOUND_QUEUE: usize = 4096;
+
+/// A cheap, cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    config: Arc<NodeConfig>,
+}
+
+impl NodeHandle {
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Shared state (chat state machine, watches, events).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Latest status snapshot.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Known leader (id and address), if any.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let s = self.shared.status.borrow();
+        s.leader_id
+            .map(|id| (id, self.config.addr_of(id).unwrap_or_default().to_string()))
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Request,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                NodeError::Unavailable("node overloaded, request queue full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
+        })?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Proposes a command on this node (which must be the leader) and waits until it is applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, NodeError> {
+        self.request(|reply| Request::Propose { cmd, reply }).await
+    }
+
+    /// Obtains a read index through ReadIndex and waits until it is applied locally, bounded by
+    /// `timeout`. After it returns, local reads are linearizable.
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<u64, NodeError> {
+        let fut = async {
+            let index = self.request(|reply| Request::ReadIndex { reply }).await?;
+            self.wait_applied(index).await?;
+            Ok(index)
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| NodeError::Unavailable("read index not confirmed in time".into()))?
+    }
+
+    /// Waits until `index` is applied locally.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        let mut rx = self.shared.applied.subscribe();
+        rx.wait_for(|&a| a >= index)
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Takes a snapshot now; returns its (index, term).
+    pub async fn snapshot(&self) -> Result<(u64, u64), NodeError> {
+        self.request(|reply| Request::Snapshot { reply }).await
+    }
+
+    /// Waits until the status changes or `timeout` passes; used to retry after a leader change.
+    pub async fn status_changed(&self, timeout: Duration) {
+        let mut rx = self.shared.status.subscribe();
+        rx.mark_unchanged();
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+}

