@@ -8,7 +8,8 @@
 //!
 //! # The model
 //! A room is a sequence of message ids. `Send(id)` appends `id` and returns its 1-based `seq`.
-//! A linearizable `Read` returns the first `len` messages. Subscribers see a contiguous run.
+//! A linearizable `Read` returns every message from some seq to the end, so it reveals the
+//! room's length `len` at its linearization point. Subscribers see a contiguous run.
 //!
 //! # Why a specialised checker and not a general WGL search
 //! A general linearizability search (Wing and Gong, Lowe; porcupine) is exponential in the
@@ -43,13 +44,16 @@ pub enum Op {
         /// The seq the cluster acknowledged.
         acked: Option<u64>,
     },
-    /// A linearizable read of the room from seq 1: what it returned, in order.
+    /// A linearizable read of the room's tail: every message from `from_seq` to the end, as
+    /// of one instant. (A read cut short by a page limit is not one; don't record it.)
     Read {
         /// When the read was sent.
         invoked: u64,
         /// When the answer arrived.
         returned: u64,
-        /// The ids returned, seq 1 first.
+        /// Seq of the first id returned (1 for the whole room).
+        from_seq: u64,
+        /// The ids returned, in seq order.
         ids: Vec<MsgId>,
     },
 }
@@ -215,16 +219,18 @@ pub fn check_room(
         }
     }
 
-    // Reads must be prefixes of the log.
+    // Reads must match the log where they overlap it and must not run past its end.
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Read { ids, .. } = op {
+        if let Op::Read { ids, from_seq, .. } = op {
             summary.reads += 1;
-            if let Some(k) = ids.iter().zip(log).position(|(a, b)| a != b) {
+            let skip = from_seq.saturating_sub(1) as usize;
+            let window = log.get(skip..).unwrap_or(&[]);
+            if let Some(k) = ids.iter().zip(window).position(|(a, b)| a != b) {
                 v.push(Violation::NotAPrefix {
                     op: i,
-                    seq: k as u64 + 1,
+                    seq: (skip + k) as u64 + 1,
                 });
-            } else if ids.len() > log.len() {
+            } else if skip + ids.len() > log.len() {
                 v.push(Violation::NotAPrefix {
                     op: i,
                     seq: log.len() as u64 + 1,
@@ -261,8 +267,9 @@ pub fn check_room(
 fn schedule(ops: &[Op], log: &[MsgId], sender: &HashMap<&str, usize>) -> Result<(), Violation> {
     let mut reads_by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Read { ids, .. } = op {
-            reads_by_len.entry(ids.len()).or_default().push(i);
+        if let Op::Read { ids, from_seq, .. } = op {
+            let len = from_seq.saturating_sub(1) as usize + ids.len();
+            reads_by_len.entry(len).or_default().push(i);
         }
     }
     // A point is `(t, k)`: time t plus k infinitesimal steps, so that "just after t" exists and
@@ -293,7 +300,10 @@ fn schedule(ops: &[Op], log: &[MsgId], sender: &HashMap<&str, usize>) -> Result<
             let at = (inv, 0).max(prev.map_or((0, 0), |(t, k)| (t, k + 1)));
             if at.0 > ret || (at.0 == ret && at.1 > 0) {
                 let what = match &ops[i] {
-                    Op::Read { ids, .. } => format!("a read that saw {} messages", ids.len()),
+                    Op::Read { ids, from_seq, .. } => format!(
+                        "a read that saw the room at {} messages",
+                        from_seq.saturating_sub(1) as usize + ids.len()
+                    ),
                     Op::Send { id, .. } => format!("send {id}"),
                 };
                 let why = format!(
@@ -361,6 +371,7 @@ mod tests {
         Op::Read {
             invoked,
             returned,
+            from_seq: 1,
             ids: ids.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -381,6 +392,38 @@ mod tests {
         assert_eq!(s.acked, 2);
         assert_eq!(s.unknown_applied, 1);
         assert_eq!(s.reads, 2);
+    }
+
+    #[test]
+    fn tail_reads_reveal_the_room_length() {
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 11, 20, Some(2)),
+            Op::Read {
+                invoked: 21,
+                returned: 25,
+                from_seq: 2,
+                ids: vec!["b".into()],
+            },
+        ];
+        assert!(check_room(&ops, &log(&["a", "b"]), &[]).is_ok());
+        // The same tail read, but starting past the end: it claims the room had 1 message after
+        // "b" was acknowledged, a stale read.
+        let stale = vec![
+            send("a", 0, 10, Some(1)),
+            send("b", 11, 20, Some(2)),
+            Op::Read {
+                invoked: 21,
+                returned: 25,
+                from_seq: 2,
+                ids: vec![],
+            },
+        ];
+        let err = check_room(&stale, &log(&["a", "b"]), &[]).unwrap_err();
+        assert!(
+            matches!(err[0], Violation::NotLinearizable { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -556,7 +599,7 @@ mod tests {
                         ok
                     }
                     Op::Read { ids, .. } => {
-                        if ids != state {
+                        if ids[..] != state[..] {
                             continue;
                         }
                         done[i] = true;
