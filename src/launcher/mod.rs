@@ -1,4 +1,221 @@
-//! Building blocks of `run_n_clients`, the local cluster launcher: the per-link fault proxy
-//! that partitions and delays real nodes without touching their code.
+//! `run_n_clients`: a live local cluster you can watch and break.
+//!
+//! - [`cluster`]: starts N real `raft_client run` processes behind per-link proxies, and kills,
+//!   pauses, restarts and partitions them;
+//! - [`proxy`]: the fault-injecting TCP proxy on each peer link;
+//! - [`commands`]: the stdin command language;
+//! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check.
 
+pub mod chaos;
+pub mod cluster;
+pub mod commands;
 pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use self::cluster::{LocalCluster, NodeId, NodeView};
+use self::commands::{Command, HELP};
+
+/// What changes the live view reports: who leads, terms, roles and process states.
+fn view_key(views: &BTreeMap<NodeId, NodeView>) -> String {
+    views
+        .iter()
+        .map(|(id, v)| match &v.status {
+            Some(s) => format!("{id}:{}:{}:{}", s.role, s.term, s.leader_id),
+            None => format!("{id}:{}", v.process),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print_status(views: &BTreeMap<NodeId, NodeView>, c: &LocalCluster) {
+    println!("{}", cluster::summary_line(views, c.cut_links()));
+    for (id, v) in views {
+        match &v.status {
+            Some(s) => println!(
+                "  n{id} {:<9} term {:<4} leader {:<3} commit {:<8} applied {:<8} snapshot {}",
+                crate::client::role_name(s.role),
+                s.term,
+                s.leader_id,
+                s.commit_index,
+                s.applied_index,
+                s.snapshot_index
+            ),
+            None => println!("  n{id} {}", v.process),
+        }
+    }
+}
+
+/// Counters of the background `load` generator.
+#[derive(Default)]
+struct LoadStats {
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+async fn load(addrs: String, rate: u32, stats: Arc<LoadStats>) {
+    // At most this many sends in flight: the generator never queues without bound.
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        n += 1;
+        let (addrs, stats) = (addrs.clone(), stats.clone());
+        tokio::spawn(async move {
+            // Each send has its own failover client, so sends run concurrently.
+            let ok = match crate::client::Client::new(&addrs) {
+                Ok(mut c) => c
+                    .send("load", "load", &format!("load #{n}"), None)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            let counter = if ok { &stats.acked } else { &stats.failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Interactive mode: starts the cluster, shows a live status line when something changes,
+/// and runs stdin commands until `quit`, Ctrl-C or SIGTERM. Every child is stopped on exit.
+pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
+    println!(
+        "started {} nodes; clients can use --addr {}",
+        c.ids().len(),
+        c.addr_list()
+    );
+    println!("{HELP}");
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = stdin.next_line().await {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_key = String::new();
+    let mut stdin_open = true;
+    let mut load_task: Option<tokio::task::JoinHandle<()>> = None;
+    let stats = Arc::new(LoadStats::default());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let views = c.views().await;
+                let key = view_key(&views);
+                if key != last_key {
+                    println!("== {}", cluster::summary_line(&views, c.cut_links()));
+                    last_key = key;
+                }
+            }
+            line = lines.recv(), if stdin_open => {
+                let Some(line) = line else {
+                    // stdin closed (e.g. run in the background): keep running until a signal.
+                    stdin_open = false;
+                    continue;
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let cmd = match commands::parse(&line, c.ids().len() as u64) {
+                    Ok(cmd) => cmd,
+                    Err(e) => {
+                        println!("error: {e}\n{HELP}");
+                        continue;
+                    }
+                };
+                let res: anyhow::Result<()> = async {
+                    match cmd {
+                        Command::Kill(id) => { c.kill(id).await?; println!("killed n{id}"); }
+                        Command::Stop(id) => {
+                            c.stop(id, Duration::from_secs(10)).await?;
+                            println!("stopped n{id}");
+                        }
+                        Command::Restart(id) => { c.restart(id).await?; println!("restarted n{id}"); }
+                        Command::Pause(id) => { c.pause(id)?; println!("paused n{id}"); }
+                        Command::Resume(id) => { c.resume(id)?; println!("resumed n{id}"); }
+                        Command::Partition(a, b) => {
+                            c.partition(&a, &b)?;
+                            println!("partitioned {a:?} | {b:?}");
+                        }
+                        Command::Isolate(id) => { c.isolate(id)?; println!("isolated n{id}"); }
+                        Command::Heal => { c.heal(); println!("healed every link"); }
+                        Command::Delay(d) => { c.set_delay(d); println!("peer links delayed by {d:?}"); }
+                        Command::Send { room, text } => {
+                            let mut client = crate::client::Client::new(&c.addr_list())?;
+                            let m = client.send(&room, "launcher", &text, None).await?;
+                            println!("sent: room {room} seq {} index {}", m.seq, m.index);
+                        }
+                        Command::Status => {
+                            let views = c.views().await;
+                            print_status(&views, &c);
+                            if load_task.is_some() {
+                                println!(
+                                    "  load: {} acked, {} failed",
+                                    stats.acked.load(Ordering::Relaxed),
+                                    stats.failed.load(Ordering::Relaxed)
+                                );
+                            }
+                        }
+                        Command::Load(rate) => {
+                            if let Some(t) = load_task.take() {
+                                t.abort();
+                            }
+                            if rate > 0 {
+                                load_task = Some(tokio::spawn(load(c.addr_list(), rate, stats.clone())));
+                                println!("load: {rate} messages/s to room `load`");
+                            } else {
+                                println!("load stopped");
+                            }
+                        }
+                        Command::Help => println!("{HELP}"),
+                        Command::Quit => return Err(anyhow::anyhow!("quit")),
+                    }
+                    Ok(())
+                }.await;
+                if let Err(e) = res {
+                    if e.to_string() == "quit" {
+                        break;
+                    }
+                    println!("error: {e}");
+                }
+            }
+        }
+    }
+    if let Some(t) = load_task.take() {
+        t.abort();
+    }
+    println!("stopping every node...");
+    c.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
