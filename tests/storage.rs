@@ -365,6 +365,22 @@ fn snapshots_stream_in_chunks_and_install_atomically() {
     assert_eq!(follower.snapshot().unwrap().meta.index, 0);
     assert_eq!(follower.last_index().unwrap(), 5);
 
+    // An older snapshot received but never applied is cleaned up by the next install.
+    let mut old = DiskStorage::open(DiskConfig::new(tmp.path().join("o")), voters()).unwrap();
+    old.append(&ents(1, 11, 2)).unwrap();
+    old.compact(10, voters(), Bytes::from_static(b"old"))
+        .unwrap();
+    let mut rx = follower.snapshot_receiver().unwrap();
+    let old_len = old.snapshot_len().unwrap() as usize;
+    rx.write_chunk(0, &old.read_snapshot_chunk(0, old_len).unwrap())
+        .unwrap();
+    rx.finish().unwrap();
+    assert_eq!(
+        files(&tmp.path().join("f"), ".snap"),
+        2,
+        "snapshot + staged"
+    );
+
     let mut rx = follower.snapshot_receiver().unwrap();
     let all = leader.read_snapshot_chunk(0, len as usize).unwrap();
     rx.write_chunk(0, &all).unwrap();

@@ -412,6 +412,7 @@ impl DiskStorage {
             self.confs.clear();
         }
         self.hard_state.commit = self.hard_state.commit.max(index);
+        snapshot::remove_staged_upto(&dir, index)?;
         self.write_hard_state()
     }
 
