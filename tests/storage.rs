@@ -501,3 +501,20 @@ fn recovery_keeps_only_a_bounded_cache_and_reads_the_rest_back() {
     assert_eq!(s.entries(51, 300, None).unwrap(), all[50..].to_vec());
     assert_eq!(s.initial_state().unwrap().conf_state, five);
 }
+
+#[test]
+fn an_oversized_entry_is_refused_without_changing_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(DiskConfig::new(tmp.path()), voters()).unwrap();
+    s.append(&ents(1, 4, 1)).unwrap();
+    let mut big = ents(2, 4, 2);
+    big[1].data = Bytes::from(vec![1u8; 65 << 20]);
+    assert!(s.append(&big).is_err());
+    assert_eq!(s.last_index().unwrap(), 3);
+    assert_eq!(s.term(2).unwrap(), 1);
+    // Not a disk failure: the storage stays usable.
+    s.append(&ents(4, 5, 1)).unwrap();
+    s.sync().unwrap();
+    let s = reopen_disk(s);
+    assert_eq!(s.entries(1, 5, None).unwrap(), ents(1, 5, 1));
+}
