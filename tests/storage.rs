@@ -365,6 +365,22 @@ fn snapshots_stream_in_chunks_and_install_atomically() {
     assert_eq!(follower.snapshot().unwrap().meta.index, 0);
     assert_eq!(follower.last_index().unwrap(), 5);
 
+    // An older snapshot received but never applied is cleaned up by the next install.
+    let mut old = DiskStorage::open(DiskConfig::new(tmp.path().join("o")), voters()).unwrap();
+    old.append(&ents(1, 11, 2)).unwrap();
+    old.compact(10, voters(), Bytes::from_static(b"old"))
+        .unwrap();
+    let mut rx = follower.snapshot_receiver().unwrap();
+    let old_len = old.snapshot_len().unwrap() as usize;
+    rx.write_chunk(0, &old.read_snapshot_chunk(0, old_len).unwrap())
+        .unwrap();
+    rx.finish().unwrap();
+    assert_eq!(
+        files(&tmp.path().join("f"), ".snap"),
+        2,
+        "snapshot + staged"
+    );
+
     let mut rx = follower.snapshot_receiver().unwrap();
     let all = leader.read_snapshot_chunk(0, len as usize).unwrap();
     rx.write_chunk(0, &all).unwrap();
@@ -484,4 +500,21 @@ fn recovery_keeps_only_a_bounded_cache_and_reads_the_rest_back() {
     let s = reopen_disk(s);
     assert_eq!(s.entries(51, 300, None).unwrap(), all[50..].to_vec());
     assert_eq!(s.initial_state().unwrap().conf_state, five);
+}
+
+#[test]
+fn an_oversized_entry_is_refused_without_changing_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(DiskConfig::new(tmp.path()), voters()).unwrap();
+    s.append(&ents(1, 4, 1)).unwrap();
+    let mut big = ents(2, 4, 2);
+    big[1].data = Bytes::from(vec![1u8; 65 << 20]);
+    assert!(s.append(&big).is_err());
+    assert_eq!(s.last_index().unwrap(), 3);
+    assert_eq!(s.term(2).unwrap(), 1);
+    // Not a disk failure: the storage stays usable.
+    s.append(&ents(4, 5, 1)).unwrap();
+    s.sync().unwrap();
+    let s = reopen_disk(s);
+    assert_eq!(s.entries(1, 5, None).unwrap(), ents(1, 5, 1));
 }

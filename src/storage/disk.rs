@@ -345,6 +345,16 @@ impl DiskStorage {
         };
         let first = entries[0].index;
         let next = self.wal.next_index();
+        // Refuse before changing anything, so a failed append leaves the log as it was.
+        let max = codec::MAX_RECORD_LEN as usize + codec::RECORD_HEADER_LEN;
+        if let Some(e) = entries.iter().find(|e| codec::record_len(e) > max) {
+            return Err(DiskError::Invalid(format!(
+                "entry {} of {} bytes exceeds the {} byte record cap",
+                e.index,
+                e.data.len(),
+                codec::MAX_RECORD_LEN
+            )));
+        }
         if first > next {
             return Err(DiskError::Invalid(format!(
                 "append at {first} would leave a hole after {}",
@@ -412,6 +422,7 @@ impl DiskStorage {
             self.confs.clear();
         }
         self.hard_state.commit = self.hard_state.commit.max(index);
+        snapshot::remove_staged_upto(&dir, index)?;
         self.write_hard_state()
     }
 

@@ -190,6 +190,25 @@ pub(crate) fn staged_name(index: u64, term: u64) -> String {
     format!("staged-{index:020}-{term:020}.snap")
 }
 
+/// Removes staged snapshots at or below `index`: they can never be applied any more (the core
+/// only installs snapshots newer than what it has).
+pub(crate) fn remove_staged_upto(dir: &Path, index: u64) -> Result<(), DiskError> {
+    for ent in fs::read_dir(dir).at(dir)? {
+        let ent = ent.at(dir)?;
+        let name = ent.file_name();
+        let staged = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("staged-"))
+            .and_then(|n| parse_snapshot_name(&format!("snap-{n}")));
+        if let Some((i, _)) = staged {
+            if i <= index {
+                fs::remove_file(ent.path()).at(&ent.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Drop for SnapshotReceiver {
     fn drop(&mut self) {
         // An abandoned or failed transfer leaves its temp file; after a successful `finish`
