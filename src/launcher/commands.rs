@@ -45,7 +45,7 @@ pub enum Command {
 
 /// Help text, printed for `help` and after any bad command.
 pub const HELP: &str = "\
-commands:
+commands (<id> is a node number, or `leader` for the current leader):
   kill <id>                 SIGKILL a node
   stop <id>                 SIGTERM a node (graceful shutdown)
   restart <id>              start a node again from its data dir
@@ -101,6 +101,9 @@ pub fn parse(line: &str, nodes: u64) -> Result<Command, String> {
                 Ok(ids)
             };
             let (a, b) = (group(a)?, group(b)?);
+            if a.contains(&LEADER) || b.contains(&LEADER) {
+                return Err("name partition groups by node number".into());
+            }
             if a.iter().any(|x| b.contains(x)) {
                 return Err("a node cannot be on both sides of a partition".into());
             }
@@ -137,7 +140,14 @@ pub fn parse(line: &str, nodes: u64) -> Result<Command, String> {
     })
 }
 
+/// The id that stands for "whoever leads right now" (`kill leader`); resolved when the command
+/// runs, since the leader may change between typing and running.
+pub const LEADER: NodeId = 0;
+
 fn node_id(s: &str, nodes: u64) -> Result<NodeId, String> {
+    if s == "leader" {
+        return Ok(LEADER);
+    }
     match s.trim_start_matches('n').parse::<u64>() {
         Ok(i) if (1..=nodes).contains(&i) => Ok(i),
         _ => Err(format!("{s:?} is not a node id (1..={nodes})")),
@@ -172,6 +182,8 @@ mod tests {
             })
         );
         assert_eq!(parse("load 50", 3), Ok(Command::Load(50)));
+        assert_eq!(parse("kill leader", 3), Ok(Command::Kill(LEADER)));
+        assert_eq!(parse("isolate leader", 5), Ok(Command::Isolate(LEADER)));
         assert_eq!(parse("heal", 3), Ok(Command::Heal));
         assert_eq!(parse("quit", 3), Ok(Command::Quit));
     }

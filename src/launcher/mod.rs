@@ -103,6 +103,39 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Replaces the `leader` placeholder with the node that leads now.
+async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, String> {
+    let target = match &cmd {
+        Command::Kill(id)
+        | Command::Stop(id)
+        | Command::Restart(id)
+        | Command::Pause(id)
+        | Command::Resume(id)
+        | Command::Isolate(id) => *id,
+        _ => return Ok(cmd),
+    };
+    if target != commands::LEADER {
+        return Ok(cmd);
+    }
+    let views = c.views().await;
+    let leader = views
+        .iter()
+        .filter_map(|(id, v)| v.status.as_ref().map(|s| (*id, s)))
+        .filter(|(_, s)| s.role == crate::pb::Role::Leader as i32)
+        .max_by_key(|(_, s)| s.term)
+        .map(|(id, _)| id)
+        .ok_or("no leader right now")?;
+    Ok(match cmd {
+        Command::Kill(_) => Command::Kill(leader),
+        Command::Stop(_) => Command::Stop(leader),
+        Command::Restart(_) => Command::Restart(leader),
+        Command::Pause(_) => Command::Pause(leader),
+        Command::Resume(_) => Command::Resume(leader),
+        Command::Isolate(_) => Command::Isolate(leader),
+        other => other,
+    })
+}
+
 /// Interactive mode: starts the cluster, shows a live status line when something changes,
 /// and runs stdin commands until `quit`, Ctrl-C or SIGTERM. Every child is stopped on exit.
 pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
@@ -151,6 +184,13 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                     Ok(cmd) => cmd,
                     Err(e) => {
                         println!("error: {e}\n{HELP}");
+                        continue;
+                    }
+                };
+                let cmd = match resolve_leader(cmd, &mut c).await {
+                    Ok(cmd) => cmd,
+                    Err(e) => {
+                        println!("error: {e}");
                         continue;
                     }
                 };
