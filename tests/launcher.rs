@@ -1,0 +1,155 @@
+//! The launcher's chaos mode, end to end: three real nodes, a minute of kills, pauses,
+//! partitions and leader isolation under load, then the history check. The test asserts the
+//! launcher's verdict, so any lost, duplicated or non-linearizable operation fails it.
+
+use std::process::Command;
+
+/// `n` consecutive free ports on 127.0.0.1 (checked by binding them all at once).
+fn free_base_port(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + fastrand::u16(0..30_000);
+        let all: Vec<_> = (0..n)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if all.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+#[test]
+fn chaos_run_is_linearizable_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base_port(3);
+    let duration = std::env::var("RUSTYRAFT_CHAOS_SECS").unwrap_or_else(|_| "60".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .args(["3", "--chaos", "--duration", &duration, "--seed", "1"])
+        .arg("--base-port")
+        .arg(base.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_raft_client"))
+        .output()
+        .expect("run_n_clients runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        out.status.success()
+            && last.starts_with("verdict: linearizable")
+            && last.ends_with("lost=0 duplicated=0"),
+        "chaos run failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // It really did something: faults were injected and operations acknowledged.
+    let field = |name: &str| -> u64 {
+        last.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let secs: u64 = duration.parse().unwrap_or(60);
+    assert!(field("faults=") >= (secs / 10).max(2), "{last}");
+    assert!(field("ops=") >= 100, "{last}");
+    assert!(
+        dir.path().join("history.jsonl").is_file(),
+        "the history is kept for replay"
+    );
+}
+
+/// Pids of `raft_client run` processes whose command line mentions `needle` (the test's own
+/// data dir, so parallel tests never see each other's nodes).
+fn nodes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(" run ") && cmd.contains(needle) && !cmd.contains("run_n_clients") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn launch(dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .arg("3")
+        .arg("--base-port")
+        .arg(free_base_port(3).to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_raft_client"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("launcher starts")
+}
+
+#[test]
+fn killing_the_launcher_leaves_no_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let needle = dir.path().to_string_lossy().to_string();
+    let mut launcher = launch(dir.path());
+    wait_until("three nodes", || nodes_with(&needle).len() == 3);
+    launcher.kill().expect("SIGKILL the launcher");
+    let _ = launcher.wait();
+    wait_until("the nodes to die with their parent", || {
+        nodes_with(&needle).is_empty()
+    });
+}
+
+#[test]
+fn quit_stops_every_node_and_bad_commands_change_nothing() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let needle = dir.path().to_string_lossy().to_string();
+    let mut launcher = launch(dir.path());
+    wait_until("three nodes", || nodes_with(&needle).len() == 3);
+    let mut stdin = launcher.stdin.take().expect("stdin");
+    writeln!(stdin, "kill 9").expect("write");
+    writeln!(stdin, "partition 1 | 1").expect("write");
+    writeln!(stdin, "kill 2").expect("write");
+    stdin.flush().expect("flush");
+    let stdout = launcher.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut errors = 0;
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line.starts_with("error:") {
+            errors += 1;
+        }
+        if line == "killed n2" {
+            break;
+        }
+    }
+    assert_eq!(errors, 2, "both bad commands were refused with an error");
+    wait_until("n2 to be gone, the others kept", || {
+        nodes_with(&needle).len() == 2
+    });
+    writeln!(stdin, "quit").expect("write");
+    let status = launcher.wait().expect("launcher exits");
+    assert!(status.success(), "{status}");
+    assert!(nodes_with(&needle).is_empty(), "quit stops every node");
+}
