@@ -274,49 +274,63 @@ fn schedule(ops: &[Op], log: &[MsgId], sender: &HashMap<&str, usize>) -> Result<
     }
     // A point is `(t, k)`: time t plus k infinitesimal steps, so that "just after t" exists and
     // a point inside [inv, ret] is one with t < ret, or t == ret and k == 0. `floor` is the
-    // latest point placed so far; points strictly increase from slot to slot.
+    // latest point placed so far and the operation that placed it (for the diagnosis); points
+    // strictly increase from slot to slot.
     type Point = (u64, u64);
-    let mut floor: Option<Point> = None;
-    let place =
-        |i: usize, floor: &mut Option<Point>, prev: Option<Point>| -> Result<(), Violation> {
-            let (inv, ret) = match &ops[i] {
-                Op::Send {
-                    invoked,
-                    returned,
-                    acked,
-                    ..
-                } => (
-                    *invoked,
-                    if acked.is_some() {
-                        *returned
-                    } else {
-                        u64::MAX / 4
-                    },
-                ),
-                Op::Read {
-                    invoked, returned, ..
-                } => (*invoked, *returned),
-            };
-            let at = (inv, 0).max(prev.map_or((0, 0), |(t, k)| (t, k + 1)));
-            if at.0 > ret || (at.0 == ret && at.1 > 0) {
-                let what = match &ops[i] {
-                    Op::Read { ids, from_seq, .. } => format!(
-                        "a read that saw the room at {} messages",
-                        from_seq.saturating_sub(1) as usize + ids.len()
-                    ),
-                    Op::Send { id, .. } => format!("send {id}"),
-                };
-                let why = format!(
-                "{what} returned at {ret}, but everything the log orders before it cannot take \
-                 effect until after {}: a stale read, reads going backwards, or sends stored \
-                 in an order real time forbids",
-                prev.map_or(0, |p| p.0)
-            );
-                return Err(Violation::NotLinearizable { op: i, why });
-            }
-            *floor = Some(floor.map_or(at, |f| f.max(at)));
-            Ok(())
+    let describe = |i: usize| match &ops[i] {
+        Op::Read {
+            ids,
+            from_seq,
+            invoked,
+            ..
+        } => format!(
+            "op #{i}, a read invoked at {invoked} that saw the room at {} messages",
+            from_seq.saturating_sub(1) as usize + ids.len()
+        ),
+        Op::Send { id, invoked, .. } => format!("op #{i}, send {id} invoked at {invoked}"),
+    };
+    let mut floor: Option<(Point, usize)> = None;
+    let place = |i: usize,
+                 floor: &mut Option<(Point, usize)>,
+                 prev: Option<(Point, usize)>|
+     -> Result<(), Violation> {
+        let (inv, ret) = match &ops[i] {
+            Op::Send {
+                invoked,
+                returned,
+                acked,
+                ..
+            } => (
+                *invoked,
+                if acked.is_some() {
+                    *returned
+                } else {
+                    u64::MAX / 4
+                },
+            ),
+            Op::Read {
+                invoked, returned, ..
+            } => (*invoked, *returned),
         };
+        let at = (inv, 0).max(prev.map_or((0, 0), |((t, k), _)| (t, k + 1)));
+        if at.0 > ret || (at.0 == ret && at.1 > 0) {
+            let why = match prev {
+                Some((_, j)) => format!(
+                    "{} returned at {ret}, yet the final log and the reads order it after {}: \
+                     a stale read, reads going backwards, or sends stored in an order real \
+                     time forbids",
+                    describe(i),
+                    describe(j)
+                ),
+                None => format!("{} cannot take effect inside its interval", describe(i)),
+            };
+            return Err(Violation::NotLinearizable { op: i, why });
+        }
+        if floor.is_none_or(|(f, _)| at > f) {
+            *floor = Some((at, i));
+        }
+        Ok(())
+    };
     for len in 0..=log.len() {
         if len > 0 {
             let id = log[len - 1].as_str();
