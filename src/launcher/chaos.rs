@@ -3,11 +3,11 @@
 //! Writers send with retries that reuse one `client_request_id` per message; readers make
 //! linearizable tail reads; subscribers follow the room on every node and resume elsewhere when
 //! their node dies. Meanwhile a seeded fault schedule kills and restarts nodes, pauses them,
-//! partitions the cluster and isolates the leader. At the end the faults stop, the cluster
-//! converges, every node's copy of the room is read back, and [`crate::check::check_room`]
-//! decides. The seed picks the faults, their targets and the message ids; wall-clock timing
-//! still varies from run to run, so a failing run is replayed from its history file, not by
-//! rerunning the seed.
+//! partitions the cluster, cuts one direction of a leader link and isolates the leader. At the end
+//! the faults stop, the cluster converges, every node's copy of the room is read back, and
+//! [`crate::check::check_room`] decides. The seed picks the faults, their targets and the message
+//! ids; wall-clock timing still varies from run to run, so a failing run is replayed from its
+//! history file, not by rerunning the seed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -333,6 +333,7 @@ enum Fault {
     Pause,
     Partition,
     IsolateLeader,
+    OneWay,
 }
 
 /// Runs the whole chaos session against a started cluster.
@@ -371,7 +372,8 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
             Fault::Pause,
             Fault::Partition,
             Fault::IsolateLeader,
-        ][rng.usize(0..4)];
+            Fault::OneWay,
+        ][rng.usize(0..5)];
         let hold = Duration::from_millis(1000 + rng.u64(0..2000));
         let target = ids[rng.usize(0..ids.len())];
         faults += 1;
@@ -397,6 +399,24 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
                 let (a, b) = shuffled.split_at(minority.min(ids.len() - 1));
                 println!("chaos: fault #{faults}: partition {a:?} | {b:?} for {hold:?}");
                 let _ = cluster.partition(a, b);
+                tokio::time::sleep(hold).await;
+                cluster.heal();
+            }
+            Fault::OneWay => {
+                let leader = current_leader(cluster).await.unwrap_or(target);
+                let other = ids
+                    .iter()
+                    .copied()
+                    .filter(|&i| i != leader)
+                    .nth(rng.usize(0..ids.len().saturating_sub(1).max(1)))
+                    .unwrap_or(target);
+                let (a, b) = if rng.bool() {
+                    (leader, other)
+                } else {
+                    (other, leader)
+                };
+                println!("chaos: fault #{faults}: one-way cut n{a} -> n{b} for {hold:?}");
+                let _ = cluster.cut(a, b);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
             }

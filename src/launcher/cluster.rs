@@ -339,6 +339,17 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Cuts one direction of one link: `from`'s connections to `to` are blackholed.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) -> Result<(), LaunchError> {
+        self.check(from)?;
+        self.check(to)?;
+        if from != to {
+            self.cut.insert((from, to));
+        }
+        self.apply_links();
+        Ok(())
+    }
+
     /// Cuts `id` off from everyone.
     pub fn isolate(&mut self, id: NodeId) -> Result<(), LaunchError> {
         let rest: Vec<NodeId> = self.ids().into_iter().filter(|&i| i != id).collect();

@@ -24,6 +24,9 @@ pub enum Command {
     Heal,
     /// Cut one node off from all others.
     Isolate(NodeId),
+    /// Cut one direction of one link: messages from the first node to the second are lost,
+    /// the other way still works (an asymmetric partition).
+    Cut(NodeId, NodeId),
     /// Delay every peer link (0 removes it).
     Delay(Duration),
     /// Send one message.
@@ -52,6 +55,7 @@ commands (<id> is a node number, or `leader` for the current leader):
   pause <id> | resume <id>  SIGSTOP / SIGCONT a node
   partition <ids> | <ids>   cut the links between two groups, e.g. `partition 1 2 | 3 4 5`
   isolate <id>              cut one node off from all others
+  cut <a> <b>               one-way: <a>'s messages to <b> are lost, <b> still reaches <a>
   heal                      restore every link
   delay <ms>                delay every peer link by <ms> each way (0 = none)
   send <room> <text>        send a message (any node; retried on failover)
@@ -109,6 +113,16 @@ pub fn parse(line: &str, nodes: u64) -> Result<Command, String> {
             }
             Command::Partition(a, b)
         }
+        "cut" => match rest[..] {
+            [a, b] => {
+                let (a, b) = (node_id(a, nodes)?, node_id(b, nodes)?);
+                if a == b || a == LEADER || b == LEADER {
+                    return Err("cut takes two different node numbers".into());
+                }
+                Command::Cut(a, b)
+            }
+            _ => return Err("usage: cut <from> <to>".into()),
+        },
         "delay" => match rest[..] {
             [ms] => Command::Delay(Duration::from_millis(
                 ms.parse::<u64>()
@@ -185,6 +199,7 @@ mod tests {
         assert_eq!(parse("kill leader", 3), Ok(Command::Kill(LEADER)));
         assert_eq!(parse("isolate leader", 5), Ok(Command::Isolate(LEADER)));
         assert_eq!(parse("heal", 3), Ok(Command::Heal));
+        assert_eq!(parse("cut 1 3", 3), Ok(Command::Cut(1, 3)));
         assert_eq!(parse("quit", 3), Ok(Command::Quit));
     }
 
@@ -205,6 +220,8 @@ mod tests {
             "load many",
             "send general",
             "heal now",
+            "cut 1",
+            "cut 2 2",
             "explode 1",
         ] {
             assert!(parse(bad, 3).is_err(), "{bad:?} must be rejected");

@@ -209,6 +209,10 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                             println!("partitioned {a:?} | {b:?}");
                         }
                         Command::Isolate(id) => { c.isolate(id)?; println!("isolated n{id}"); }
+                        Command::Cut(a, b) => {
+                            c.cut(a, b)?;
+                            println!("cut n{a} -> n{b} (n{b} -> n{a} still works)");
+                        }
                         Command::Heal => { c.heal(); println!("healed every link"); }
                         Command::Delay(d) => { c.set_delay(d); println!("peer links delayed by {d:?}"); }
                         Command::Send { room, text } => {
