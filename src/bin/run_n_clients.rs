@@ -16,8 +16,11 @@ use rustyraft::launcher::{self, chaos, cluster};
 )]
 struct Cli {
     /// Number of nodes (3, 5 or 7 recommended).
-    #[arg(value_parser = clap::value_parser!(u64).range(1..=9))]
-    n: u64,
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=9), required_unless_present = "check")]
+    n: Option<u64>,
+    /// Re-check a chaos history file (no cluster is started) and print its verdict.
+    #[arg(long, value_name = "HISTORY_FILE", conflicts_with = "chaos")]
+    check: Option<PathBuf>,
     /// Client port of node 1; node i listens on base-port + i - 1.
     #[arg(long, default_value_t = 50051)]
     base_port: u16,
@@ -56,6 +59,25 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> i32 {
+    if let Some(path) = &cli.check {
+        return match chaos::check_history_file(path) {
+            Ok(report) => {
+                for v in report.violations.iter().take(20) {
+                    println!("violation: {v}");
+                }
+                println!("{}", report.verdict());
+                i32::from(!report.violations.is_empty())
+            }
+            Err(e) => {
+                eprintln!("run_n_clients: {e}");
+                2
+            }
+        };
+    }
+    let Some(n) = cli.n else {
+        eprintln!("run_n_clients: the number of nodes is required");
+        return 2;
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -81,7 +103,7 @@ async fn run(cli: Cli) -> i32 {
         }
     });
     if cli.chaos {
-        for i in 1..=cli.n {
+        for i in 1..=n {
             let _ = std::fs::remove_dir_all(data_dir.join(format!("node-{i}")));
             let _ = std::fs::remove_file(data_dir.join(format!("node-{i}.log")));
         }
@@ -92,7 +114,7 @@ async fn run(cli: Cli) -> i32 {
         node_args.push("--snapshot-threshold=300".into());
     }
     let cfg = cluster::ClusterConfig {
-        nodes: cli.n,
+        nodes: n,
         base_port: cli.base_port,
         data_dir: data_dir.clone(),
         bin,
@@ -132,7 +154,7 @@ async fn run(cli: Cli) -> i32 {
     };
     println!(
         "chaos: {} nodes, {} s of faults, seed {}, node logs in {}",
-        cli.n,
+        n,
         cli.duration,
         cli.seed,
         data_dir.display()
