@@ -43,7 +43,21 @@ fn build_with<S: SimStore>(seed: u64, make_store: StoreFactory<S>) -> (Cluster<S
     let faults = Faults::random(&mut rng);
     let ticks = 300 + rng.u64(0..1200);
     let one_entry_per_message = rng.bool();
-    let mut c = Cluster::new(n, seed, faults, make_store);
+    // Membership changes in a third of the seeds, from a separate stream so that the seeds
+    // without them run exactly as before.
+    let mut faults = faults;
+    let mut side = fastrand::Rng::with_seed(seed ^ 0x6d65_6d62_6572_7368);
+    if side.u8(0..3) == 0 {
+        faults.conf_change = [0.005, 0.02, 0.05][side.usize(0..3)];
+    }
+    // With membership changes, one or two nodes start outside the configuration and come and
+    // go as learners.
+    let voters = if faults.conf_change > 0.0 {
+        n - 1 - side.usize(0..2)
+    } else {
+        n
+    };
+    let mut c = Cluster::with_voters(n, voters, seed, faults, make_store);
     if one_entry_per_message {
         c.max_msg_bytes = 1;
     }

@@ -123,18 +123,39 @@ fn conformance<S: LogStore>(mut make: impl FnMut() -> S, reopen: impl Fn(S) -> S
     assert_eq!(s.last_index().unwrap(), 7);
     assert_eq!(s.first_index().unwrap(), 5);
 
-    // Membership follows configuration entries, and reverts when they are truncated.
+    // Membership follows configuration entries up to the commit index: an uncommitted one does
+    // not count yet (a new leader may overwrite it), a truncated one is gone, a committed one
+    // is in force and names its index.
     let mut s = make();
     let five = ConfState::with_voters([1, 2, 3, 4, 5]);
     s.append(&[ent(1, 1), conf_entry(2, 1, &five), ent(3, 1)])
         .unwrap();
     s.sync().unwrap();
     let mut s = reopen(s);
-    assert_eq!(s.initial_state().unwrap().conf_state, five);
+    assert_eq!(s.initial_state().unwrap().conf_state, voters());
     s.append(&ents(2, 3, 2)).unwrap();
+    s.set_hard_state(HardState {
+        term: 2,
+        vote: None,
+        commit: 2,
+    })
+    .unwrap();
     s.sync().unwrap();
     let mut s = reopen(s);
     assert_eq!(s.initial_state().unwrap().conf_state, voters());
+    s.append(&[conf_entry(3, 2, &five)]).unwrap();
+    s.set_hard_state(HardState {
+        term: 2,
+        vote: None,
+        commit: 3,
+    })
+    .unwrap();
+    s.sync().unwrap();
+    let mut s = reopen(s);
+    let st = s.initial_state().unwrap();
+    assert_eq!((st.conf_state, st.conf_index), (five.clone(), 3));
+    // Later entries in the old term's place are harmless now.
+    s.append(&ents(4, 5, 2)).unwrap();
 
     // A snapshot that matches the log keeps the entries after it.
     s.append(&ents(3, 10, 2)).unwrap();
@@ -495,6 +516,12 @@ fn recovery_keeps_only_a_bounded_cache_and_reads_the_rest_back() {
     let mut all = ents(1, 300, 1);
     all[99] = conf_entry(100, 1, &five);
     s.append(&all).unwrap();
+    s.set_hard_state(HardState {
+        term: 1,
+        vote: None,
+        commit: 300,
+    })
+    .unwrap();
     s.compact(50, voters(), Bytes::new()).unwrap();
     s.sync().unwrap();
     let s = reopen_disk(s);
@@ -517,4 +544,41 @@ fn an_oversized_entry_is_refused_without_changing_the_log() {
     s.sync().unwrap();
     let s = reopen_disk(s);
     assert_eq!(s.entries(1, 5, None).unwrap(), ents(1, 5, 1));
+}
+
+/// A lazily persisted commit index is still written when it moves past a configuration entry,
+/// so a restarted node comes back with the membership in force.
+#[test]
+fn lazy_commit_is_written_when_it_passes_a_configuration_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = DiskConfig::new(tmp.path());
+    cfg.lazy_commit = true;
+    let five = ConfState::with_voters([1, 2, 3, 4, 5]);
+    let mut s = DiskStorage::open(cfg.clone(), voters()).unwrap();
+    let hs = |commit| HardState {
+        term: 1,
+        vote: Some(1),
+        commit,
+    };
+    s.append(&[ent(1, 1), ent(2, 1), conf_entry(3, 1, &five), ent(4, 1)])
+        .unwrap();
+    s.set_hard_state(hs(2)).unwrap();
+    s.sync().unwrap();
+    s.set_hard_state(hs(2)).unwrap();
+    drop(s);
+    let mut s = DiskStorage::open(cfg.clone(), voters()).unwrap();
+    // Term and vote are durable; the commit (2) passed no configuration entry.
+    let st = s.initial_state().unwrap();
+    assert_eq!(st.hard_state.vote, Some(1));
+    assert_eq!(st.conf_state, voters());
+    s.set_hard_state(hs(3)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = DiskStorage::open(cfg, voters()).unwrap();
+    let st = s.initial_state().unwrap();
+    assert_eq!(
+        st.hard_state.commit, 3,
+        "passing the configuration entry forced a write"
+    );
+    assert_eq!((st.conf_state, st.conf_index), (five, 3));
 }

@@ -361,7 +361,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                     EntryKind::ConfChange => {
                         sm.skip(e.index);
                         if let Some(c) = ConfState::decode(&e.data) {
-                            confs.push(c);
+                            confs.push((e.index, c));
                         }
                         Applied::Nothing
                     }
@@ -369,8 +369,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 outcomes.push((e.index, e.term, outcome));
             }
         }
-        for c in confs {
-            self.raft.apply_conf_change(c)?;
+        for (index, c) in confs {
+            self.raft.apply_conf_change(index, c)?;
         }
         for (index, term, outcome) in outcomes {
             if let Applied::Sent {

@@ -110,6 +110,8 @@ pub struct Raft<S: Storage> {
     /// Leader only: index of the latest configuration entry; a new change waits until it is
     /// applied.
     pub(super) pending_conf_index: u64,
+    /// Index of the entry (or snapshot) the membership in force comes from.
+    pub(super) conf_index: u64,
     pub(super) reads: ReadQueue,
     pub(super) read_states: Vec<ReadState>,
     /// Leader only: commit moved, tell followers even if there is nothing new to send.
@@ -140,6 +142,7 @@ impl<S: Storage> Raft<S> {
             leader: None,
             log,
             conf: state.conf_state,
+            conf_index: state.conf_index,
             progress: BTreeMap::new(),
             self_match: 0,
             votes: BTreeMap::new(),
@@ -302,6 +305,9 @@ impl<S: Storage> Raft<S> {
             if self.lead_transferee.take().is_some() {
                 tracing::info!(id = self.cfg.id, "leadership transfer timed out, aborted");
             }
+            if !self.conf.voters.contains(&self.cfg.id) {
+                self.hand_over();
+            }
         }
         self.tick_snapshots();
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
@@ -309,6 +315,25 @@ impl<S: Storage> Raft<S> {
             self.bcast_heartbeat();
         }
         Ok(())
+    }
+
+    /// A leader that is no longer a voter transfers leadership to the voter with the longest
+    /// matching log.
+    fn hand_over(&mut self) {
+        let target = self
+            .progress
+            .iter()
+            .filter(|(id, _)| self.conf.voters.contains(id))
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(t) = target {
+            tracing::info!(
+                id = self.cfg.id,
+                to = t,
+                "no longer a voter: handing leadership over"
+            );
+            let _ = self.transfer_leader(t);
+        }
     }
 
     /// Check-quorum: did a majority of voters (ourselves included) talk to us lately? Resets the
@@ -694,8 +719,17 @@ impl<S: Storage> Raft<S> {
         Ok(index)
     }
 
-    /// The application applied a configuration entry: switch to the new membership.
-    pub fn apply_conf_change(&mut self, conf: ConfState) -> Result<()> {
+    /// The application applied the configuration entry at `index`: switch to its membership.
+    /// Membership takes effect when applied (as in etcd-io/raft); only one change may be in
+    /// flight, and a new leader proposes none until everything before its term is applied, so
+    /// the old and new configurations always share a majority. Entries at or below the
+    /// membership already in force (a replay after restart) are ignored.
+    pub fn apply_conf_change(&mut self, index: u64, conf: ConfState) -> Result<()> {
+        if index <= self.conf_index {
+            // Replayed after a restart: already in force (or superseded).
+            return Ok(());
+        }
+        self.conf_index = index;
         self.conf = conf;
         if self.role == Role::Leader {
             let last = self.log.last_index()?;
@@ -720,10 +754,16 @@ impl<S: Storage> Raft<S> {
                     })
                     .learner = learner;
             }
-            if !self.conf.voters.contains(&me) {
-                self.become_follower(self.term, None);
-            } else {
+            if self.conf.voters.contains(&me) {
                 self.maybe_commit()?;
+            } else {
+                // Removed or demoted. Stepping down at once could strand the cluster: the
+                // remaining voters may not yet know that this change committed, so they would
+                // still need this node's vote under the old configuration while it, on the new
+                // one, would never stand. Keep leading (not counting ourselves) and hand over
+                // to the most up-to-date voter, as a leadership transfer brings it fully up to
+                // date first; `tick_leader` retries until the handover happens.
+                self.hand_over();
             }
         }
         Ok(())

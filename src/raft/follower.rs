@@ -142,6 +142,7 @@ impl<S: Storage> Raft<S> {
         } else {
             tracing::info!(id = self.cfg.id, index, term, "restoring snapshot");
             self.conf = snapshot.meta.conf.clone();
+            self.conf_index = snapshot.meta.index;
             self.log.restore(snapshot);
             index
         };

@@ -164,7 +164,11 @@ impl<S: Storage> Raft<S> {
         let Some(pr) = self.progress.get(&to) else {
             return Ok(false);
         };
-        if !pr.can_send(max_inflight) || pr.next > last {
+        // A probe goes out even with nothing new to send while the follower's log is not
+        // known to match ours (a node just added, or one that restarted): otherwise it would
+        // wait for the next proposal to be found out.
+        let empty_probe = pr.state == ProgressState::Probe && pr.matched < last;
+        if !pr.can_send(max_inflight) || (pr.next > last && !empty_probe) {
             return Ok(false);
         }
         let next = pr.next;

@@ -12,8 +12,14 @@ use super::types::{ConfState, Entry, HardState, Snapshot, SnapshotMeta};
 pub struct RaftState {
     /// Persisted term, vote and commit.
     pub hard_state: HardState,
-    /// Membership: from the latest snapshot, updated by any configuration entries after it.
+    /// Membership in force: the snapshot's, updated by the configuration entries after it up to
+    /// and including the persisted commit index. Configuration takes effect when applied, so a
+    /// configuration entry that was never known committed does not count (it may yet be
+    /// overwritten by a new leader).
     pub conf_state: ConfState,
+    /// Index of the entry (or snapshot) that `conf_state` comes from. Re-applying configuration
+    /// entries at or below it after a restart changes nothing.
+    pub conf_index: u64,
 }
 
 /// Read access to the persisted log.
@@ -22,6 +28,9 @@ pub struct RaftState {
 /// - The log has no holes: every index in `first_index()..=last_index()` is readable.
 /// - `term(first_index() - 1)` answers with the snapshot's term (index 0 has term 0).
 /// - Everything readable here has been made durable: the core treats it as persisted.
+/// - If a configuration entry at or below `initial_state().hard_state.commit` exists, the
+///   persisted commit must not lag behind it after a crash: the membership a node restarts
+///   with is the one as of its persisted commit, and it may be at most one change behind.
 /// - Writes (`append`) truncate any existing suffix starting at the first appended index before
 ///   appending, because a follower may overwrite a conflicting tail.
 pub trait Storage {
@@ -186,16 +195,22 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn initial_state(&self) -> Result<RaftState, StorageError> {
         let mut conf = self.snapshot.meta.conf.clone();
+        let mut conf_index = self.snapshot.meta.index;
         for e in &self.entries {
+            if e.index > self.hard_state.commit {
+                break;
+            }
             if e.kind == super::types::EntryKind::ConfChange {
                 if let Some(c) = ConfState::decode(&e.data) {
                     conf = c;
+                    conf_index = e.index;
                 }
             }
         }
         Ok(RaftState {
             hard_state: self.hard_state,
             conf_state: conf,
+            conf_index,
         })
     }
 

@@ -429,7 +429,17 @@ impl DiskStorage {
     fn do_sync(&mut self) -> Result<(), DiskError> {
         self.wal.sync()?;
         let (hs, durable) = (self.hard_state, self.durable_hard_state);
-        if hs.term != durable.term || hs.vote != durable.vote || !self.cfg.lazy_commit {
+        // Even a lazy commit is written when it moves past a configuration entry: a restarted
+        // node must come back with the membership in force, not an older one.
+        let passes_conf = self
+            .confs
+            .iter()
+            .any(|(i, _)| *i > durable.commit && *i <= hs.commit);
+        if hs.term != durable.term
+            || hs.vote != durable.vote
+            || !self.cfg.lazy_commit
+            || passes_conf
+        {
             self.write_hard_state()?;
         }
         Ok(())
@@ -438,13 +448,15 @@ impl DiskStorage {
 
 impl Storage for DiskStorage {
     fn initial_state(&self) -> Result<RaftState, StorageError> {
-        let conf_state = match self.confs.last() {
-            Some((_, c)) => c.clone(),
-            None => self.snapshot.meta.conf.clone(),
+        let commit = self.hard_state.commit;
+        let (conf_index, conf_state) = match self.confs.iter().rev().find(|(i, _)| *i <= commit) {
+            Some((i, c)) => (*i, c.clone()),
+            None => (self.snapshot.meta.index, self.snapshot.meta.conf.clone()),
         };
         Ok(RaftState {
             hard_state: self.hard_state,
             conf_state,
+            conf_index,
         })
     }
 
