@@ -63,6 +63,7 @@ impl Driver<NodeStorage> {
     /// and spawns the driver task. Returns the handle for the API, the sender the `Raft` gRPC
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
     pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+        super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
         let conf = ConfState::with_voters(cfg.peers.keys().copied());
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
         Self::start_with(cfg, storage)

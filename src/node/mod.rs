@@ -7,6 +7,8 @@
 
 mod driver;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +33,39 @@ pub type NodeStorage = MemStorage;
 pub fn open_storage(dir: &Path, conf: &ConfState) -> Result<NodeStorage, NodeError> {
     std::fs::create_dir_all(dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
     Ok(MemStorage::new_with_conf(conf.clone()))
+}
+
+/// Makes sure `data_dir` belongs to node `id` of `cluster_id`: records both in
+/// `<data-dir>/node.json` on first use and refuses to start on a mismatch, so a data directory
+/// copied or mistyped onto another node can never make it impersonate a different member.
+pub fn check_identity(data_dir: &Path, id: NodeId, cluster_id: &str) -> Result<(), NodeError> {
+    let io = |e: std::io::Error| NodeError::Io(format!("{}: {e}", data_dir.display()));
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let path = data_dir.join("node.json");
+    let want = serde_json::json!({ "id": id, "cluster_id": cluster_id });
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let got: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+            if got != want {
+                return Err(NodeError::Config(format!(
+                    "{} belongs to {got}, not to node {id} of cluster {cluster_id:?}",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = data_dir.join("node.json.tmp");
+            std::fs::write(&tmp, want.to_string()).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Everything a node needs to run.
