@@ -682,3 +682,33 @@ async fn grpcurl_works_through_reflection() {
     let out = String::from_utf8_lossy(&sub.stdout).to_string();
     assert!(out.contains("hi from grpcurl"), "subscribe printed: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully_with_open_streams() {
+    let mut c = Cluster::start(1, &[]);
+    c.leader().await;
+    let addr = c.addr(1);
+    send_to(&addr, "r", "x", "t-1").await.unwrap();
+    // An open Subscribe must not keep the node from shutting down.
+    let mut stream = chat(&addr)
+        .subscribe(pb::SubscribeRequest {
+            room: "r".into(),
+            from_seq: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().seq, 1);
+    let child = c.nodes.get_mut(&1).unwrap().child.as_mut().unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let exit = wait_for("the node to exit after SIGTERM", || {
+        let r = child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert!(exit.success(), "graceful exit, got {exit:?}");
+    // The stream ends (with UNAVAILABLE or a closed connection), it does not hang.
+    assert!(!matches!(stream.message().await, Ok(Some(_))));
+}

@@ -37,7 +37,7 @@ pub async fn follow<T>(
     tx: mpsc::Sender<Result<T, Status>>,
     wrap: impl Fn(pb::Message) -> T,
 ) {
-    let mut shutdown = node.shared().shutdown.subscribe();
+    let mut draining = node.shared().draining.subscribe();
     next = next.max(1);
     'resync: loop {
         // Subscribe before reading, so nothing applied in between is missed; duplicates are
@@ -64,7 +64,10 @@ pub async fn follow<T>(
         }
         loop {
             let m = tokio::select! {
-                _ = shutdown.wait_for(|&s| s) => return,
+                _ = draining.wait_for(|&s| s) => {
+                    let _ = tx.try_send(Err(Status::unavailable("node is shutting down")));
+                    return;
+                }
                 _ = tx.closed() => return,
                 r = rx.recv() => match r {
                     Ok(m) => m,

@@ -128,12 +128,15 @@ pub async fn serve(
     // Peer messages may carry up to 1 MiB of entries plus one 64 KiB message; leave headroom.
     let peer_limit = 8 << 20;
     let mut node_shutdown = node.shared().shutdown.subscribe();
+    let shared = node.shared().clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             // A fatal driver error also stops the server.
             _ = node_shutdown.wait_for(|&s| s) => {}
         }
+        // End the long-lived streams so the graceful drain only waits for unary calls.
+        let _ = shared.draining.send(true);
     };
     tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
     let served = tonic::transport::Server::builder()

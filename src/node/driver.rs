@@ -105,6 +105,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             .0,
             events,
             shutdown: shutdown_tx,
+            draining: watch::channel(false).0,
         });
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -163,6 +164,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             tracing::error!(error = %e, "final sync failed");
         }
         self.fail_all(|| NodeError::Stopped);
+        let _ = self.shared.draining.send(true);
         let _ = self.shared.shutdown.send(true);
         match &result {
             Ok(()) => tracing::info!(id = self.cfg.id, "node stopped"),

@@ -181,8 +181,11 @@ pub struct Shared {
     /// Every newly applied message, for subscribers. Bounded: a lagging receiver gets
     /// `Lagged` and catches up from the state machine instead.
     pub events: broadcast::Sender<Arc<ChatMessage>>,
-    /// Turns true when the node shuts down, so streams end cleanly.
+    /// Turns true to stop the driver (after the gRPC server has drained).
     pub shutdown: watch::Sender<bool>,
+    /// Turns true as soon as shutdown begins, so long-lived streams (Subscribe, Chat) end and
+    /// the server's graceful drain does not wait on them forever.
+    pub draining: watch::Sender<bool>,
 }
 
 /// Capacity of the applied-message broadcast.
