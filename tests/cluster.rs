@@ -384,7 +384,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_survive_two_failures() {
-    let mut c = Cluster::start(5, &[]);
+    // With a cluster token: every peer call carries it, or the cluster could not elect.
+    let mut c = Cluster::start(5, &["--cluster-token", "s3cret"]);
     let leader = c.leader().await;
     let mut acked = vec![send_any(&c.live_addrs(), "r", "one", "five-1").await];
     let other = c.live().into_iter().find(|&i| i != leader).unwrap();

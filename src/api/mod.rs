@@ -106,7 +106,8 @@ pub async fn serve(
     let max_snapshot = cfg.max_snapshot_bytes;
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
-    let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot);
+    let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
+        .with_token(cfg.cluster_token.clone());
     let chat = ChatApi::new(node.clone());
     let cluster = ClusterApi::new(node.clone());
 

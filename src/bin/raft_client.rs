@@ -96,6 +96,9 @@ struct RunArgs {
     /// Cluster id; peers with another id are refused.
     #[arg(long, default_value = "rustyraft")]
     cluster_id: String,
+    /// Shared secret required on every peer call (refused with UNAUTHENTICATED without it).
+    #[arg(long)]
+    cluster_token: Option<String>,
     /// Heartbeat interval (one tick), in milliseconds.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
@@ -205,6 +208,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     cfg.cluster_id = a.cluster_id;
+    cfg.cluster_token = a.cluster_token;
     cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;

@@ -91,8 +91,14 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let raft = Raft::new(rc, storage)?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let transport = Transport::start(cfg.id, &cfg.cluster_id, &cfg.peers, shutdown_rx)
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let transport = Transport::start(
+            cfg.id,
+            &cfg.cluster_id,
+            cfg.cluster_token.as_deref(),
+            &cfg.peers,
+            shutdown_rx,
+        )
+        .map_err(|e| NodeError::Config(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             sm: RwLock::new(sm),

@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Peers with another cluster id are refused.
     pub cluster_id: String,
+    /// Shared secret: when set, peer calls without it are refused (UNAUTHENTICATED).
+    pub cluster_token: Option<String>,
     /// Length of one tick; the leader heartbeats every tick.
     pub heartbeat: Duration,
     /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
@@ -104,6 +106,7 @@ impl NodeConfig {
             peers,
             data_dir: PathBuf::from(format!("data/node-{id}")),
             cluster_id: "rustyraft".into(),
+            cluster_token: None,
             heartbeat: Duration::from_millis(50),
             election_ticks: 6,
             snapshot_threshold: 10_000,

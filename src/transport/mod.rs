@@ -25,6 +25,9 @@ use crate::raft::{Message, NodeId};
 pub use self::codec::{CodecError, Envelope, Outbound};
 pub use self::server::RaftService;
 
+/// Metadata key of the shared cluster token (`--cluster-token`).
+pub const TOKEN_METADATA: &str = "x-rustyraft-token";
+
 /// Snapshot chunk size on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Messages queued per peer before new ones are dropped.
@@ -48,6 +51,9 @@ pub enum TransportError {
         /// Why it was refused.
         reason: String,
     },
+    /// The cluster token cannot travel in a gRPC header.
+    #[error("cluster token is not a valid header value: {0}")]
+    BadToken(String),
 }
 
 /// Counters for the status view and for tests.
@@ -72,9 +78,17 @@ impl Transport {
     pub fn start(
         self_id: NodeId,
         cluster_id: &str,
+        token: Option<&str>,
         peers: &BTreeMap<NodeId, String>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Transport, TransportError> {
+        let token = match token {
+            Some(t) => Some(
+                tonic::metadata::MetadataValue::try_from(t)
+                    .map_err(|e| TransportError::BadToken(e.to_string()))?,
+            ),
+            None => None,
+        };
         let stats = Arc::new(TransportStats::default());
         let mut outboxes = BTreeMap::new();
         for (&id, addr) in peers {
@@ -102,6 +116,7 @@ impl Transport {
                 cluster_id: cluster_id.to_string(),
                 client: RaftClient::new(endpoint.connect_lazy()),
                 rx,
+                token: token.clone(),
                 stats: stats.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -139,6 +154,7 @@ struct PeerTask {
     cluster_id: String,
     client: RaftClient<Channel>,
     rx: mpsc::Receiver<Message>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     stats: Arc<TransportStats>,
     shutdown: watch::Receiver<bool>,
 }
@@ -178,26 +194,51 @@ impl PeerTask {
     }
 
     async fn call(&mut self, out: Outbound) -> Result<(), tonic::Status> {
-        fn req<T>(t: T, timeout: Duration) -> tonic::Request<T> {
-            let mut r = tonic::Request::new(t);
-            r.set_timeout(timeout);
-            r
-        }
+        let token = self.token.clone();
         match out {
-            Outbound::Vote(r) => self.client.request_vote(req(r, CALL_TIMEOUT)).await?,
-            Outbound::Append(r) => self.client.append_entries(req(r, CALL_TIMEOUT)).await?,
-            Outbound::TimeoutNow(r) => self.client.timeout_now(req(r, CALL_TIMEOUT)).await?,
-            Outbound::Reply(r) => self.client.reply(req(r, CALL_TIMEOUT)).await?,
+            Outbound::Vote(r) => {
+                self.client
+                    .request_vote(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::Append(r) => {
+                self.client
+                    .append_entries(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::TimeoutNow(r) => {
+                self.client
+                    .timeout_now(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::Reply(r) => self.client.reply(request(r, CALL_TIMEOUT, &token)).await?,
             Outbound::Snapshot { header, meta, data } => {
                 let chunks = snapshot_chunks(header, meta, data);
                 tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
                 self.client
-                    .install_snapshot(req(tokio_stream::iter(chunks), SNAPSHOT_TIMEOUT))
+                    .install_snapshot(request(
+                        tokio_stream::iter(chunks),
+                        SNAPSHOT_TIMEOUT,
+                        &token,
+                    ))
                     .await?
             }
         };
         Ok(())
     }
+}
+
+fn request<T>(
+    t: T,
+    timeout: Duration,
+    token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(t);
+    r.set_timeout(timeout);
+    if let Some(tok) = token {
+        r.metadata_mut().insert(TOKEN_METADATA, tok.clone());
+    }
+    r
 }
 
 /// Splits a snapshot into wire chunks: metadata and total size on the first, `done` on the last.
