@@ -314,6 +314,20 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         .unwrap();
     assert_eq!(first.seq, 1);
     let mut acked = vec![first];
+    // A linearizable read on the other follower (no min_index) must already see it.
+    let lin = chat(&c.addr(f2))
+        .get_history(pb::GetHistoryRequest {
+            room: "general".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        lin.messages.iter().map(key).collect::<Vec<_>>(),
+        vec![key(&acked[0])]
+    );
     assert_same_everywhere(&c, "general", &acked).await;
 
     // Subscribe on a follower that survives the leader kill.
@@ -438,6 +452,10 @@ async fn bad_input_gets_precise_status_codes() {
             cl.send_message(send("r", "a", "x".repeat(64 * 1024 + 1)))
                 .await
         ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(cl.send_message(send("r", "a", "x".repeat(5 << 20))).await),
         Code::InvalidArgument
     );
     // Exactly at the limit is fine.

@@ -27,6 +27,10 @@ pub const LEADER_METADATA: &str = "x-rustyraft-leader";
 /// Metadata key set on a send forwarded by a follower, so it is never forwarded twice.
 pub const FORWARDED_METADATA: &str = "x-rustyraft-forwarded";
 
+/// Largest client request decoded (8 MiB); texts above `max_text_bytes` but below this get
+/// INVALID_ARGUMENT from validation, larger requests are refused by tonic (OUT_OF_RANGE).
+pub const CHAT_DECODE_LIMIT: usize = 8 << 20;
+
 /// Errors that stop a node from serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -150,7 +154,12 @@ pub async fn serve(
                 .max_decoding_message_size(peer_limit)
                 .max_encoding_message_size(peer_limit),
         )
-        .add_service(pb::chat_service_server::ChatServiceServer::new(chat))
+        .add_service(
+            // Decode well past the text limit, so an oversized message gets the precise
+            // INVALID_ARGUMENT from validation rather than a transport-level refusal.
+            pb::chat_service_server::ChatServiceServer::new(chat)
+                .max_decoding_message_size(CHAT_DECODE_LIMIT),
+        )
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
