@@ -134,13 +134,18 @@ pub async fn serve(
     let peer_limit = 8 << 20;
     let mut node_shutdown = node.shared().shutdown.subscribe();
     let shared = node.shared().clone();
+    let reporter = health_reporter.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             // A fatal driver error also stops the server.
             _ = node_shutdown.wait_for(|&s| s) => {}
         }
-        // End the long-lived streams so the graceful drain only waits for unary calls.
+        // Tell health checkers first, then end the long-lived streams so the graceful drain
+        // only waits for unary calls.
+        reporter
+            .set_not_serving::<pb::chat_service_server::ChatServiceServer<ChatApi>>()
+            .await;
         let _ = shared.draining.send(true);
     };
     tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");

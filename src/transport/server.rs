@@ -136,7 +136,8 @@ impl pb::raft_server::Raft for RaftService {
             )));
         }
         let total = first.total_size;
-        let mut buf = BytesMut::with_capacity(total as usize);
+        // Grow as data arrives: an announced size alone never makes us allocate much.
+        let mut buf = BytesMut::with_capacity(total.min(16 << 20) as usize);
         let mut chunk = Some(first);
         loop {
             let c = match chunk.take() {
