@@ -191,6 +191,30 @@ impl Client {
         }
     }
 
+    /// One page of history, failing over between nodes on UNAVAILABLE.
+    pub async fn history(
+        &mut self,
+        req: pb::GetHistoryRequest,
+    ) -> Result<pb::GetHistoryResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        loop {
+            let mut c = ChatServiceClient::new(self.channel(self.current)?);
+            match c.get_history(req.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(st) if retryable(st.code()) && tokio::time::Instant::now() < deadline => {
+                    self.rotate();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(st) => {
+                    return Err(ClientError::Status {
+                        code: st.code(),
+                        message: st.message().to_string(),
+                    })
+                }
+            }
+        }
+    }
+
     /// Highest seq of a room on the first node that answers (0 for an unknown room).
     pub async fn last_seq(&mut self, room: &str) -> Result<u64, ClientError> {
         for _ in 0..self.addrs.len() {

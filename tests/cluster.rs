@@ -607,6 +607,59 @@ async fn bad_input_gets_precise_status_codes() {
     }
     drop(tx);
 
+    // The CLI: send prints seq and index, history and status work, bad arguments exit 2.
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--addr",
+            &addr,
+            "--room",
+            "cli",
+            "--author",
+            "ada",
+            "from the cli",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("seq=1 index="), "{stdout}");
+    let out = Command::new(BIN)
+        .args(["history", "--addr", &addr, "--room", "cli"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[cli #1] ada: from the cli"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--addr", &addr, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["role"], "leader");
+    for bad in [
+        vec!["run", "0", "127.0.0.1:1", "1=127.0.0.1:1"],
+        vec!["run", "1", "127.0.0.1:1", "garbage"],
+        vec![
+            "run",
+            "1",
+            "127.0.0.1:1",
+            "1=127.0.0.1:1",
+            "--election-max-ms",
+            "700",
+        ],
+        vec!["send", "--room", "r"],
+        vec!["no-such-command"],
+    ] {
+        let st = Command::new(BIN).args(&bad).output().unwrap().status;
+        assert_eq!(st.code(), Some(2), "{bad:?}");
+    }
+
     // Membership calls say plainly that they are not there yet.
     let r = ClusterClient::new(channel(&addr))
         .add_member(pb::AddMemberRequest {
