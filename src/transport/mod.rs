@@ -162,14 +162,30 @@ struct PeerTask {
 impl PeerTask {
     async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
+        // A message taken from the outbox while coalescing that could not be merged.
+        let mut held: Option<Message> = None;
         loop {
-            let m = tokio::select! {
-                m = self.rx.recv() => match m {
-                    Some(m) => m,
-                    None => return,
+            let mut m = match held.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = self.rx.recv() => match m {
+                        Some(m) => m,
+                        None => return,
+                    },
+                    _ = self.shutdown.changed() => return,
                 },
-                _ = self.shutdown.changed() => return,
             };
+            // Appends that queued up while the previous call was in flight travel as one call.
+            while let Ok(next) = self.rx.try_recv() {
+                match coalesce(m, next) {
+                    Ok(merged) => m = merged,
+                    Err((first, next)) => {
+                        m = first;
+                        held = Some(next);
+                        break;
+                    }
+                }
+            }
             let out = codec::to_outbound(&self.cluster_id, &m);
             match self.call(out).await {
                 Ok(()) => backoff = BACKOFF_MIN,
@@ -228,6 +244,79 @@ impl PeerTask {
     }
 }
 
+/// Cap on the entry bytes of a coalesced AppendEntries (the receiver decodes up to 8 MiB).
+const COALESCE_MAX_BYTES: u64 = 4 << 20;
+
+/// Merges two queued messages to the same peer when the second AppendEntries continues the
+/// first exactly (same term, its `prev` is the first's last entry): the follower would process
+/// the pair exactly as the merged message, and the leader's in-flight window is released
+/// cumulatively by the one answer. Anything else is returned unchanged, in order.
+#[allow(clippy::result_large_err)]
+pub fn coalesce(a: Message, b: Message) -> Result<Message, (Message, Message)> {
+    use crate::raft::MessageBody::AppendEntries;
+    let mergeable = match (&a.body, &b.body) {
+        (
+            AppendEntries { entries: ea, .. },
+            AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries: eb,
+                ..
+            },
+        ) => {
+            a.term == b.term
+                && a.to == b.to
+                && ea
+                    .last()
+                    .is_some_and(|l| l.index == *prev_log_index && l.term == *prev_log_term)
+                && ea.iter().chain(eb.iter()).map(|e| e.size()).sum::<u64>() <= COALESCE_MAX_BYTES
+        }
+        _ => false,
+    };
+    if !mergeable {
+        return Err((a, b));
+    }
+    match (a, b) {
+        (
+            Message {
+                from,
+                to,
+                term,
+                body:
+                    AppendEntries {
+                        prev_log_index,
+                        prev_log_term,
+                        mut entries,
+                        ..
+                    },
+            },
+            Message {
+                body:
+                    AppendEntries {
+                        entries: more,
+                        commit,
+                        ..
+                    },
+                ..
+            },
+        ) => {
+            entries.extend(more);
+            Ok(Message {
+                from,
+                to,
+                term,
+                body: AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    commit,
+                },
+            })
+        }
+        (a, b) => Err((a, b)),
+    }
+}
+
 fn request<T>(
     t: T,
     timeout: Duration,
@@ -265,5 +354,55 @@ pub fn snapshot_chunks(
             return chunks;
         }
         offset = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Entry, EntryKind, MessageBody};
+
+    fn ae(term: u64, prev: u64, prev_term: u64, idx: &[u64], commit: u64) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: idx
+                    .iter()
+                    .map(|&i| Entry {
+                        index: i,
+                        term,
+                        kind: EntryKind::Normal,
+                        data: Bytes::from_static(b"x"),
+                    })
+                    .collect(),
+                commit,
+            },
+        }
+    }
+
+    #[test]
+    fn contiguous_appends_merge_and_others_do_not() {
+        let merged = coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 6, 2, &[7], 6)).unwrap();
+        assert_eq!(merged, ae(2, 4, 1, &[5, 6, 7], 6));
+        // Gap, other term, wrong prev term, empty first (a probe), non-append: kept apart.
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 7, 2, &[8], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(3, 6, 2, &[7], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 6, 1, &[7], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[], 4), ae(2, 4, 1, &[5], 6)).is_err());
+        let hb = Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: MessageBody::Heartbeat {
+                commit: 3,
+                read_round: 0,
+            },
+        };
+        let (a, b) = coalesce(ae(2, 4, 1, &[5], 4), hb.clone()).unwrap_err();
+        assert_eq!((a, b), (ae(2, 4, 1, &[5], 4), hb));
     }
 }
