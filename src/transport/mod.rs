@@ -253,7 +253,27 @@ const COALESCE_MAX_BYTES: u64 = 4 << 20;
 /// cumulatively by the one answer. Anything else is returned unchanged, in order.
 #[allow(clippy::result_large_err)]
 pub fn coalesce(a: Message, b: Message) -> Result<Message, (Message, Message)> {
-    use crate::raft::MessageBody::AppendEntries;
+    use crate::raft::MessageBody::{AppendEntries, AppendEntriesResponse};
+    // Two successful acknowledgements in the same term: the later one says everything the
+    // earlier one did (matches only grow), so only it needs to travel.
+    if let (
+        AppendEntriesResponse {
+            success: true,
+            match_index: ma,
+            ..
+        },
+        AppendEntriesResponse {
+            success: true,
+            match_index: mb,
+            ..
+        },
+    ) = (&a.body, &b.body)
+    {
+        if a.term == b.term && a.to == b.to && mb >= ma {
+            return Ok(b);
+        }
+        return Err((a, b));
+    }
     let mergeable = match (&a.body, &b.body) {
         (
             AppendEntries { entries: ea, .. },
@@ -404,5 +424,34 @@ mod tests {
         };
         let (a, b) = coalesce(ae(2, 4, 1, &[5], 4), hb.clone()).unwrap_err();
         assert_eq!((a, b), (ae(2, 4, 1, &[5], 4), hb));
+    }
+
+    fn ack(term: u64, success: bool, match_index: u64) -> Message {
+        Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                reject_index: 0,
+                conflict_term: 0,
+                conflict_index: 0,
+                last_index: match_index,
+                leader_hint: None,
+            },
+        }
+    }
+
+    #[test]
+    fn successive_acks_collapse_to_the_latest_but_rejections_stay() {
+        assert_eq!(
+            coalesce(ack(2, true, 5), ack(2, true, 7)).unwrap(),
+            ack(2, true, 7)
+        );
+        assert!(coalesce(ack(2, true, 7), ack(2, true, 5)).is_err());
+        assert!(coalesce(ack(2, true, 5), ack(3, true, 7)).is_err());
+        assert!(coalesce(ack(2, true, 5), ack(2, false, 7)).is_err());
+        assert!(coalesce(ack(2, false, 5), ack(2, true, 7)).is_err());
     }
 }
