@@ -191,6 +191,57 @@ impl Client {
         }
     }
 
+    /// One page of history, failing over between nodes on UNAVAILABLE.
+    pub async fn history(
+        &mut self,
+        req: pb::GetHistoryRequest,
+    ) -> Result<pb::GetHistoryResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        loop {
+            let mut c = ChatServiceClient::new(self.channel(self.current)?);
+            match c.get_history(req.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(st) if retryable(st.code()) && tokio::time::Instant::now() < deadline => {
+                    self.rotate();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(st) => {
+                    return Err(ClientError::Status {
+                        code: st.code(),
+                        message: st.message().to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Highest seq of a room on the first node that answers (0 for an unknown room).
+    pub async fn last_seq(&mut self, room: &str) -> Result<u64, ClientError> {
+        for _ in 0..self.addrs.len() {
+            let mut c = ChatServiceClient::new(self.channel(self.current)?);
+            let res = c
+                .get_history(pb::GetHistoryRequest {
+                    room: room.into(),
+                    limit: 1,
+                    reverse: true,
+                    ..Default::default()
+                })
+                .await;
+            match res {
+                Ok(r) => return Ok(r.into_inner().messages.first().map_or(0, |m| m.seq)),
+                Err(st) if st.code() == Code::NotFound => return Ok(0),
+                Err(st) if retryable(st.code()) => self.rotate(),
+                Err(st) => {
+                    return Err(ClientError::Status {
+                        code: st.code(),
+                        message: st.message().to_string(),
+                    })
+                }
+            }
+        }
+        Err(ClientError::Exhausted("no node answered".into()))
+    }
+
     /// Status of every node in the list (an unreachable node gives an error entry).
     pub async fn status_all(&self) -> Vec<(String, Result<pb::StatusResponse, String>)> {
         let mut out = Vec::new();
@@ -301,11 +352,16 @@ pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(
     let mut tail_client = Client::new(addrs)?;
     let mut send_client = Client::new(addrs)?;
     let room_t = room.to_string();
-    // Start at the current end of the room: show only what is said from now on, plus a little
-    // context.
+    // Show a little context (the last 20 messages), then everything live.
+    let start = tail_client
+        .last_seq(room)
+        .await
+        .unwrap_or(0)
+        .saturating_sub(19)
+        .max(1);
     let tail = tokio::spawn(async move {
         tail_client
-            .tail(&room_t, 1, |m| println!("{}", format_message(m)))
+            .tail(&room_t, start, |m| println!("{}", format_message(m)))
             .await
     });
     eprintln!("joined {room} as {author}; type a line and press Enter (Ctrl-D to leave)");

@@ -12,10 +12,11 @@
 //!   group commit, atomic hard state and streamable snapshots ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, used only at the gRPC edges.
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
-//! - [`node`]: the driver task that owns the core, persists, sends, applies and answers.
 //! - [`transport`]: the `Raft` gRPC service and one bounded, reconnecting client per peer.
-//! - [`client`]: the client commands of `raft_client` (send, tail, chat, status) with failover.
+//! - [`node`]: the driver task that owns the core, persists, sends, applies and answers.
 //! - [`api`]: `ChatService` and `Cluster` gRPC services, health, reflection, and [`api::run`].
+//! - [`client`]: the client commands of `raft_client` (send, tail, chat, history, status) with
+//!   failover between nodes.
 #![deny(missing_docs)]
 
 pub mod api;

@@ -314,6 +314,20 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         .unwrap();
     assert_eq!(first.seq, 1);
     let mut acked = vec![first];
+    // A linearizable read on the other follower (no min_index) must already see it.
+    let lin = chat(&c.addr(f2))
+        .get_history(pb::GetHistoryRequest {
+            room: "general".into(),
+            consistency: pb::Consistency::Linearizable as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        lin.messages.iter().map(key).collect::<Vec<_>>(),
+        vec![key(&acked[0])]
+    );
     assert_same_everywhere(&c, "general", &acked).await;
 
     // Subscribe on a follower that survives the leader kill.
@@ -384,7 +398,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_survive_two_failures() {
-    let mut c = Cluster::start(5, &[]);
+    // With a cluster token: every peer call carries it, or the cluster could not elect.
+    let mut c = Cluster::start(5, &["--cluster-token", "s3cret"]);
     let leader = c.leader().await;
     let mut acked = vec![send_any(&c.live_addrs(), "r", "one", "five-1").await];
     let other = c.live().into_iter().find(|&i| i != leader).unwrap();
@@ -437,6 +452,10 @@ async fn bad_input_gets_precise_status_codes() {
             cl.send_message(send("r", "a", "x".repeat(64 * 1024 + 1)))
                 .await
         ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(cl.send_message(send("r", "a", "x".repeat(5 << 20))).await),
         Code::InvalidArgument
     );
     // Exactly at the limit is fine.
@@ -588,6 +607,59 @@ async fn bad_input_gets_precise_status_codes() {
     }
     drop(tx);
 
+    // The CLI: send prints seq and index, history and status work, bad arguments exit 2.
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--addr",
+            &addr,
+            "--room",
+            "cli",
+            "--author",
+            "ada",
+            "from the cli",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("seq=1 index="), "{stdout}");
+    let out = Command::new(BIN)
+        .args(["history", "--addr", &addr, "--room", "cli"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[cli #1] ada: from the cli"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--addr", &addr, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["role"], "leader");
+    for bad in [
+        vec!["run", "0", "127.0.0.1:1", "1=127.0.0.1:1"],
+        vec!["run", "1", "127.0.0.1:1", "garbage"],
+        vec![
+            "run",
+            "1",
+            "127.0.0.1:1",
+            "1=127.0.0.1:1",
+            "--election-max-ms",
+            "700",
+        ],
+        vec!["send", "--room", "r"],
+        vec!["no-such-command"],
+    ] {
+        let st = Command::new(BIN).args(&bad).output().unwrap().status;
+        assert_eq!(st.code(), Some(2), "{bad:?}");
+    }
+
     // Membership calls say plainly that they are not there yet.
     let r = ClusterClient::new(channel(&addr))
         .add_member(pb::AddMemberRequest {
@@ -681,4 +753,34 @@ async fn grpcurl_works_through_reflection() {
     ]);
     let out = String::from_utf8_lossy(&sub.stdout).to_string();
     assert!(out.contains("hi from grpcurl"), "subscribe printed: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully_with_open_streams() {
+    let mut c = Cluster::start(1, &[]);
+    c.leader().await;
+    let addr = c.addr(1);
+    send_to(&addr, "r", "x", "t-1").await.unwrap();
+    // An open Subscribe must not keep the node from shutting down.
+    let mut stream = chat(&addr)
+        .subscribe(pb::SubscribeRequest {
+            room: "r".into(),
+            from_seq: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().seq, 1);
+    let child = c.nodes.get_mut(&1).unwrap().child.as_mut().unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let exit = wait_for("the node to exit after SIGTERM", || {
+        let r = child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert!(exit.success(), "graceful exit, got {exit:?}");
+    // The stream ends (with UNAVAILABLE or a closed connection), it does not hang.
+    assert!(!matches!(stream.message().await, Ok(Some(_))));
 }

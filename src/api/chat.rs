@@ -376,15 +376,19 @@ impl pb::chat_service_server::ChatService for ChatApi {
             },
         ));
         let api = self.clone();
+        let mut draining = self.node.shared().draining.subscribe();
         tokio::spawn(async move {
             let mut pending = Some(first);
             loop {
                 let r = match pending.take() {
                     Some(r) => r,
-                    None => match inbound.message().await {
-                        Ok(Some(r)) => r,
-                        // Client closed its side or went away: a normal end.
-                        _ => return,
+                    None => tokio::select! {
+                        m = inbound.message() => match m {
+                            Ok(Some(r)) => r,
+                            // Client closed its side or went away: a normal end.
+                            _ => return,
+                        },
+                        _ = draining.wait_for(|&d| d) => return,
                     },
                 };
                 if r.text.is_empty() {

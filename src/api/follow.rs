@@ -37,7 +37,7 @@ pub async fn follow<T>(
     tx: mpsc::Sender<Result<T, Status>>,
     wrap: impl Fn(pb::Message) -> T,
 ) {
-    let mut shutdown = node.shared().shutdown.subscribe();
+    let mut draining = node.shared().draining.subscribe();
     next = next.max(1);
     'resync: loop {
         // Subscribe before reading, so nothing applied in between is missed; duplicates are
@@ -64,7 +64,10 @@ pub async fn follow<T>(
         }
         loop {
             let m = tokio::select! {
-                _ = shutdown.wait_for(|&s| s) => return,
+                _ = draining.wait_for(|&s| s) => {
+                    let _ = tx.try_send(Err(Status::unavailable("node is shutting down")));
+                    return;
+                }
                 _ = tx.closed() => return,
                 r = rx.recv() => match r {
                     Ok(m) => m,
@@ -86,5 +89,62 @@ pub async fn follow<T>(
             }
             next += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chat::Command;
+    use crate::node::{Driver, NodeConfig, EVENTS_CAPACITY};
+    use crate::raft::{ConfState, MemStorage, Role};
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_catches_up_without_gaps_or_duplicates() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut cfg = NodeConfig::new(1, addr, BTreeMap::from([(1, addr.to_string())]));
+        cfg.heartbeat = Duration::from_millis(5);
+        cfg.election_ticks = 2;
+        let store = MemStorage::new_with_conf(ConfState::with_voters([1]));
+        let (node, _inbound, task) = Driver::start_with(cfg, store).unwrap();
+        node.shared()
+            .status
+            .subscribe()
+            .wait_for(|s| s.role == Role::Leader)
+            .await
+            .unwrap();
+        // A one-slot stream that nobody reads yet: the follower falls far behind the broadcast.
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(follow(node.clone(), "r".into(), 1, tx, |m| m));
+        let n = (EVENTS_CAPACITY * 3) as u64;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let node = node.clone();
+            set.spawn(async move {
+                node.propose(Command::Send {
+                    room: if i % 2 == 0 { "r" } else { "other" }.into(),
+                    author: "a".into(),
+                    text: format!("{i}"),
+                    id: format!("id-{i}"),
+                    sent_at_unix_ms: 0,
+                })
+                .await
+            });
+        }
+        for r in set.join_all().await {
+            r.unwrap();
+        }
+        let want = n / 2;
+        let mut seqs = Vec::new();
+        while (seqs.len() as u64) < want {
+            let m = rx.recv().await.unwrap().unwrap();
+            seqs.push(m.seq);
+        }
+        assert_eq!(seqs, (1..=want).collect::<Vec<_>>());
+        node.shared().shutdown.send(true).unwrap();
+        task.await.unwrap().unwrap();
     }
 }

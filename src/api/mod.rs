@@ -27,6 +27,10 @@ pub const LEADER_METADATA: &str = "x-rustyraft-leader";
 /// Metadata key set on a send forwarded by a follower, so it is never forwarded twice.
 pub const FORWARDED_METADATA: &str = "x-rustyraft-forwarded";
 
+/// Largest client request decoded (8 MiB); texts above `max_text_bytes` but below this get
+/// INVALID_ARGUMENT from validation, larger requests are refused by tonic (OUT_OF_RANGE).
+pub const CHAT_DECODE_LIMIT: usize = 8 << 20;
+
 /// Errors that stop a node from serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -106,7 +110,8 @@ pub async fn serve(
     let max_snapshot = cfg.max_snapshot_bytes;
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
-    let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot);
+    let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
+        .with_token(cfg.cluster_token.clone());
     let chat = ChatApi::new(node.clone());
     let cluster = ClusterApi::new(node.clone());
 
@@ -128,12 +133,20 @@ pub async fn serve(
     // Peer messages may carry up to 1 MiB of entries plus one 64 KiB message; leave headroom.
     let peer_limit = 8 << 20;
     let mut node_shutdown = node.shared().shutdown.subscribe();
+    let shared = node.shared().clone();
+    let reporter = health_reporter.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             // A fatal driver error also stops the server.
             _ = node_shutdown.wait_for(|&s| s) => {}
         }
+        // Tell health checkers first, then end the long-lived streams so the graceful drain
+        // only waits for unary calls.
+        reporter
+            .set_not_serving::<pb::chat_service_server::ChatServiceServer<ChatApi>>()
+            .await;
+        let _ = shared.draining.send(true);
     };
     tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
     let served = tonic::transport::Server::builder()
@@ -146,7 +159,12 @@ pub async fn serve(
                 .max_decoding_message_size(peer_limit)
                 .max_encoding_message_size(peer_limit),
         )
-        .add_service(pb::chat_service_server::ChatServiceServer::new(chat))
+        .add_service(
+            // Decode well past the text limit, so an oversized message gets the precise
+            // INVALID_ARGUMENT from validation rather than a transport-level refusal.
+            pb::chat_service_server::ChatServiceServer::new(chat)
+                .max_decoding_message_size(CHAT_DECODE_LIMIT),
+        )
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

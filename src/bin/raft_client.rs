@@ -63,6 +63,30 @@ enum Cmd {
         #[arg(long)]
         author: String,
     },
+    /// Print a page of a room's history.
+    History {
+        /// Node addresses, comma-separated.
+        #[arg(long)]
+        addr: String,
+        /// Room name.
+        #[arg(long)]
+        room: String,
+        /// First seq (0 = the start, or the end with --reverse).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Page size (max 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Newest first.
+        #[arg(long)]
+        reverse: bool,
+        /// Read this node's local state (SEQUENTIAL) instead of a linearizable read.
+        #[arg(long)]
+        local: bool,
+        /// With --local: wait until this raft index is applied (read-your-writes).
+        #[arg(long, default_value_t = 0)]
+        min_index: u64,
+    },
     /// Show each listed node's view of the cluster.
     Status {
         /// Node addresses, comma-separated.
@@ -96,6 +120,9 @@ struct RunArgs {
     /// Cluster id; peers with another id are refused.
     #[arg(long, default_value = "rustyraft")]
     cluster_id: String,
+    /// Shared secret required on every peer call (refused with UNAUTHENTICATED without it).
+    #[arg(long)]
+    cluster_token: Option<String>,
     /// Heartbeat interval (one tick), in milliseconds.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
@@ -205,6 +232,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     cfg.cluster_id = a.cluster_id;
+    cfg.cluster_token = a.cluster_token;
     cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
@@ -251,6 +279,40 @@ async fn main() -> std::process::ExitCode {
                     tokio::select! {
                         r = client::interactive_chat(&addr, &room, &author) => r?,
                         _ = tokio::signal::ctrl_c() => {}
+                    }
+                    Ok(())
+                }
+                .await
+            }
+            Cmd::History {
+                addr,
+                room,
+                from,
+                limit,
+                reverse,
+                local,
+                min_index,
+            } => {
+                async {
+                    let mut c = Client::new(&addr)?;
+                    let consistency = if local {
+                        rustyraft::pb::Consistency::Sequential
+                    } else {
+                        rustyraft::pb::Consistency::Linearizable
+                    };
+                    let page = c
+                        .history(rustyraft::pb::GetHistoryRequest {
+                            room,
+                            from_seq: from,
+                            limit,
+                            reverse,
+                            page_token: String::new(),
+                            consistency: consistency as i32,
+                            min_index,
+                        })
+                        .await?;
+                    for m in &page.messages {
+                        println!("{}", client::format_message(m));
                     }
                     Ok(())
                 }

@@ -63,6 +63,7 @@ impl Driver<NodeStorage> {
     /// and spawns the driver task. Returns the handle for the API, the sender the `Raft` gRPC
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
     pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+        super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
         let conf = ConfState::with_voters(cfg.peers.keys().copied());
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
         Self::start_with(cfg, storage)
@@ -90,8 +91,14 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let raft = Raft::new(rc, storage)?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let transport = Transport::start(cfg.id, &cfg.cluster_id, &cfg.peers, shutdown_rx)
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let transport = Transport::start(
+            cfg.id,
+            &cfg.cluster_id,
+            cfg.cluster_token.as_deref(),
+            &cfg.peers,
+            shutdown_rx,
+        )
+        .map_err(|e| NodeError::Config(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             sm: RwLock::new(sm),
@@ -104,6 +111,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             .0,
             events,
             shutdown: shutdown_tx,
+            draining: watch::channel(false).0,
         });
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -162,6 +170,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             tracing::error!(error = %e, "final sync failed");
         }
         self.fail_all(|| NodeError::Stopped);
+        let _ = self.shared.draining.send(true);
         let _ = self.shared.shutdown.send(true);
         match &result {
             Ok(()) => tracing::info!(id = self.cfg.id, "node stopped"),

@@ -7,6 +7,8 @@
 
 mod driver;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +43,39 @@ pub fn open_storage(dir: &Path, conf: &ConfState) -> Result<NodeStorage, NodeErr
         .map_err(|e| NodeError::Io(format!("storage at {}: {e}", dir.display())))
 }
 
+/// Makes sure `data_dir` belongs to node `id` of `cluster_id`: records both in
+/// `<data-dir>/node.json` on first use and refuses to start on a mismatch, so a data directory
+/// copied or mistyped onto another node can never make it impersonate a different member.
+pub fn check_identity(data_dir: &Path, id: NodeId, cluster_id: &str) -> Result<(), NodeError> {
+    let io = |e: std::io::Error| NodeError::Io(format!("{}: {e}", data_dir.display()));
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let path = data_dir.join("node.json");
+    let want = serde_json::json!({ "id": id, "cluster_id": cluster_id });
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let got: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+            if got != want {
+                return Err(NodeError::Config(format!(
+                    "{} belongs to {got}, not to node {id} of cluster {cluster_id:?}",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = data_dir.join("node.json.tmp");
+            std::fs::write(&tmp, want.to_string()).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -54,6 +89,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Peers with another cluster id are refused.
     pub cluster_id: String,
+    /// Shared secret: when set, peer calls without it are refused (UNAUTHENTICATED).
+    pub cluster_token: Option<String>,
     /// Length of one tick; the leader heartbeats every tick.
     pub heartbeat: Duration,
     /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
@@ -77,6 +114,7 @@ impl NodeConfig {
             peers,
             data_dir: PathBuf::from(format!("data/node-{id}")),
             cluster_id: "rustyraft".into(),
+            cluster_token: None,
             heartbeat: Duration::from_millis(50),
             election_ticks: 6,
             snapshot_threshold: 10_000,
@@ -154,8 +192,11 @@ pub struct Shared {
     /// Every newly applied message, for subscribers. Bounded: a lagging receiver gets
     /// `Lagged` and catches up from the state machine instead.
     pub events: broadcast::Sender<Arc<ChatMessage>>,
-    /// Turns true when the node shuts down, so streams end cleanly.
+    /// Turns true to stop the driver (after the gRPC server has drained).
     pub shutdown: watch::Sender<bool>,
+    /// Turns true as soon as shutdown begins, so long-lived streams (Subscribe, Chat) end and
+    /// the server's graceful drain does not wait on them forever.
+    pub draining: watch::Sender<bool>,
 }
 
 /// Capacity of the applied-message broadcast.

@@ -25,6 +25,9 @@ use crate::raft::{Message, NodeId};
 pub use self::codec::{CodecError, Envelope, Outbound};
 pub use self::server::RaftService;
 
+/// Metadata key of the shared cluster token (`--cluster-token`).
+pub const TOKEN_METADATA: &str = "x-rustyraft-token";
+
 /// Snapshot chunk size on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Messages queued per peer before new ones are dropped.
@@ -48,6 +51,9 @@ pub enum TransportError {
         /// Why it was refused.
         reason: String,
     },
+    /// The cluster token cannot travel in a gRPC header.
+    #[error("cluster token is not a valid header value: {0}")]
+    BadToken(String),
 }
 
 /// Counters for the status view and for tests.
@@ -72,9 +78,17 @@ impl Transport {
     pub fn start(
         self_id: NodeId,
         cluster_id: &str,
+        token: Option<&str>,
         peers: &BTreeMap<NodeId, String>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Transport, TransportError> {
+        let token = match token {
+            Some(t) => Some(
+                tonic::metadata::MetadataValue::try_from(t)
+                    .map_err(|e| TransportError::BadToken(e.to_string()))?,
+            ),
+            None => None,
+        };
         let stats = Arc::new(TransportStats::default());
         let mut outboxes = BTreeMap::new();
         for (&id, addr) in peers {
@@ -102,6 +116,7 @@ impl Transport {
                 cluster_id: cluster_id.to_string(),
                 client: RaftClient::new(endpoint.connect_lazy()),
                 rx,
+                token: token.clone(),
                 stats: stats.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -139,6 +154,7 @@ struct PeerTask {
     cluster_id: String,
     client: RaftClient<Channel>,
     rx: mpsc::Receiver<Message>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     stats: Arc<TransportStats>,
     shutdown: watch::Receiver<bool>,
 }
@@ -146,14 +162,30 @@ struct PeerTask {
 impl PeerTask {
     async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
+        // A message taken from the outbox while coalescing that could not be merged.
+        let mut held: Option<Message> = None;
         loop {
-            let m = tokio::select! {
-                m = self.rx.recv() => match m {
-                    Some(m) => m,
-                    None => return,
+            let mut m = match held.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = self.rx.recv() => match m {
+                        Some(m) => m,
+                        None => return,
+                    },
+                    _ = self.shutdown.changed() => return,
                 },
-                _ = self.shutdown.changed() => return,
             };
+            // Appends that queued up while the previous call was in flight travel as one call.
+            while let Ok(next) = self.rx.try_recv() {
+                match coalesce(m, next) {
+                    Ok(merged) => m = merged,
+                    Err((first, next)) => {
+                        m = first;
+                        held = Some(next);
+                        break;
+                    }
+                }
+            }
             let out = codec::to_outbound(&self.cluster_id, &m);
             match self.call(out).await {
                 Ok(()) => backoff = BACKOFF_MIN,
@@ -178,26 +210,144 @@ impl PeerTask {
     }
 
     async fn call(&mut self, out: Outbound) -> Result<(), tonic::Status> {
-        fn req<T>(t: T, timeout: Duration) -> tonic::Request<T> {
-            let mut r = tonic::Request::new(t);
-            r.set_timeout(timeout);
-            r
-        }
+        let token = self.token.clone();
         match out {
-            Outbound::Vote(r) => self.client.request_vote(req(r, CALL_TIMEOUT)).await?,
-            Outbound::Append(r) => self.client.append_entries(req(r, CALL_TIMEOUT)).await?,
-            Outbound::TimeoutNow(r) => self.client.timeout_now(req(r, CALL_TIMEOUT)).await?,
-            Outbound::Reply(r) => self.client.reply(req(r, CALL_TIMEOUT)).await?,
+            Outbound::Vote(r) => {
+                self.client
+                    .request_vote(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::Append(r) => {
+                self.client
+                    .append_entries(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::TimeoutNow(r) => {
+                self.client
+                    .timeout_now(request(r, CALL_TIMEOUT, &token))
+                    .await?
+            }
+            Outbound::Reply(r) => self.client.reply(request(r, CALL_TIMEOUT, &token)).await?,
             Outbound::Snapshot { header, meta, data } => {
                 let chunks = snapshot_chunks(header, meta, data);
                 tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
                 self.client
-                    .install_snapshot(req(tokio_stream::iter(chunks), SNAPSHOT_TIMEOUT))
+                    .install_snapshot(request(
+                        tokio_stream::iter(chunks),
+                        SNAPSHOT_TIMEOUT,
+                        &token,
+                    ))
                     .await?
             }
         };
         Ok(())
     }
+}
+
+/// Cap on the entry bytes of a coalesced AppendEntries (the receiver decodes up to 8 MiB).
+const COALESCE_MAX_BYTES: u64 = 4 << 20;
+
+/// Merges two queued messages to the same peer when the second AppendEntries continues the
+/// first exactly (same term, its `prev` is the first's last entry): the follower would process
+/// the pair exactly as the merged message, and the leader's in-flight window is released
+/// cumulatively by the one answer. Anything else is returned unchanged, in order.
+#[allow(clippy::result_large_err)]
+pub fn coalesce(a: Message, b: Message) -> Result<Message, (Message, Message)> {
+    use crate::raft::MessageBody::{AppendEntries, AppendEntriesResponse};
+    // Two successful acknowledgements in the same term: the later one says everything the
+    // earlier one did (matches only grow), so only it needs to travel.
+    if let (
+        AppendEntriesResponse {
+            success: true,
+            match_index: ma,
+            ..
+        },
+        AppendEntriesResponse {
+            success: true,
+            match_index: mb,
+            ..
+        },
+    ) = (&a.body, &b.body)
+    {
+        if a.term == b.term && a.to == b.to && mb >= ma {
+            return Ok(b);
+        }
+        return Err((a, b));
+    }
+    let mergeable = match (&a.body, &b.body) {
+        (
+            AppendEntries { entries: ea, .. },
+            AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries: eb,
+                ..
+            },
+        ) => {
+            a.term == b.term
+                && a.to == b.to
+                && ea
+                    .last()
+                    .is_some_and(|l| l.index == *prev_log_index && l.term == *prev_log_term)
+                && ea.iter().chain(eb.iter()).map(|e| e.size()).sum::<u64>() <= COALESCE_MAX_BYTES
+        }
+        _ => false,
+    };
+    if !mergeable {
+        return Err((a, b));
+    }
+    match (a, b) {
+        (
+            Message {
+                from,
+                to,
+                term,
+                body:
+                    AppendEntries {
+                        prev_log_index,
+                        prev_log_term,
+                        mut entries,
+                        ..
+                    },
+            },
+            Message {
+                body:
+                    AppendEntries {
+                        entries: more,
+                        commit,
+                        ..
+                    },
+                ..
+            },
+        ) => {
+            entries.extend(more);
+            Ok(Message {
+                from,
+                to,
+                term,
+                body: AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    commit,
+                },
+            })
+        }
+        (a, b) => Err((a, b)),
+    }
+}
+
+fn request<T>(
+    t: T,
+    timeout: Duration,
+    token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(t);
+    r.set_timeout(timeout);
+    if let Some(tok) = token {
+        r.metadata_mut().insert(TOKEN_METADATA, tok.clone());
+    }
+    r
 }
 
 /// Splits a snapshot into wire chunks: metadata and total size on the first, `done` on the last.
@@ -224,5 +374,84 @@ pub fn snapshot_chunks(
             return chunks;
         }
         offset = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Entry, EntryKind, MessageBody};
+
+    fn ae(term: u64, prev: u64, prev_term: u64, idx: &[u64], commit: u64) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: idx
+                    .iter()
+                    .map(|&i| Entry {
+                        index: i,
+                        term,
+                        kind: EntryKind::Normal,
+                        data: Bytes::from_static(b"x"),
+                    })
+                    .collect(),
+                commit,
+            },
+        }
+    }
+
+    #[test]
+    fn contiguous_appends_merge_and_others_do_not() {
+        let merged = coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 6, 2, &[7], 6)).unwrap();
+        assert_eq!(merged, ae(2, 4, 1, &[5, 6, 7], 6));
+        // Gap, other term, wrong prev term, empty first (a probe), non-append: kept apart.
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 7, 2, &[8], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(3, 6, 2, &[7], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[5, 6], 4), ae(2, 6, 1, &[7], 6)).is_err());
+        assert!(coalesce(ae(2, 4, 1, &[], 4), ae(2, 4, 1, &[5], 6)).is_err());
+        let hb = Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: MessageBody::Heartbeat {
+                commit: 3,
+                read_round: 0,
+            },
+        };
+        let (a, b) = coalesce(ae(2, 4, 1, &[5], 4), hb.clone()).unwrap_err();
+        assert_eq!((a, b), (ae(2, 4, 1, &[5], 4), hb));
+    }
+
+    fn ack(term: u64, success: bool, match_index: u64) -> Message {
+        Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                reject_index: 0,
+                conflict_term: 0,
+                conflict_index: 0,
+                last_index: match_index,
+                leader_hint: None,
+            },
+        }
+    }
+
+    #[test]
+    fn successive_acks_collapse_to_the_latest_but_rejections_stay() {
+        assert_eq!(
+            coalesce(ack(2, true, 5), ack(2, true, 7)).unwrap(),
+            ack(2, true, 7)
+        );
+        assert!(coalesce(ack(2, true, 7), ack(2, true, 5)).is_err());
+        assert!(coalesce(ack(2, true, 5), ack(3, true, 7)).is_err());
+        assert!(coalesce(ack(2, true, 5), ack(2, false, 7)).is_err());
+        assert!(coalesce(ack(2, false, 5), ack(2, true, 7)).is_err());
     }
 }

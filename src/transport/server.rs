@@ -19,6 +19,8 @@ pub struct RaftService {
     cluster_id: String,
     inbound: mpsc::Sender<Message>,
     max_snapshot_bytes: u64,
+    /// When set, every call must carry it in [`super::TOKEN_METADATA`].
+    token: Option<String>,
 }
 
 impl RaftService {
@@ -35,6 +37,28 @@ impl RaftService {
             cluster_id,
             inbound,
             max_snapshot_bytes,
+            token: None,
+        }
+    }
+
+    /// Requires every peer call to carry `token` (`--cluster-token`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn authorize<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        let Some(want) = &self.token else {
+            return Ok(());
+        };
+        let got = r
+            .metadata()
+            .get(super::TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok());
+        if got == Some(want.as_str()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or wrong cluster token"))
         }
     }
 
@@ -74,6 +98,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RequestVoteRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        self.authorize(&request)?;
         self.deliver(Envelope::try_from(request.into_inner()))
     }
 
@@ -81,6 +106,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        self.authorize(&request)?;
         self.deliver(Envelope::try_from(request.into_inner()))
     }
 
@@ -88,6 +114,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        self.authorize(&request)?;
         let mut stream = request.into_inner();
         let first = stream
             .next()
@@ -109,7 +136,8 @@ impl pb::raft_server::Raft for RaftService {
             )));
         }
         let total = first.total_size;
-        let mut buf = BytesMut::with_capacity(total as usize);
+        // Grow as data arrives: an announced size alone never makes us allocate much.
+        let mut buf = BytesMut::with_capacity(total.min(16 << 20) as usize);
         let mut chunk = Some(first);
         loop {
             let c = match chunk.take() {
@@ -149,6 +177,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::TimeoutNowRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        self.authorize(&request)?;
         self.deliver(Envelope::try_from(request.into_inner()))
     }
 
@@ -156,6 +185,61 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::PeerReply>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        self.authorize(&request)?;
         self.deliver(Envelope::try_from(request.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::raft_server::Raft as _;
+
+    fn timeout_now(cluster: &str, to: u64) -> pb::TimeoutNowRequest {
+        pb::TimeoutNowRequest {
+            header: Some(pb::PeerHeader {
+                cluster_id: cluster.into(),
+                from: 2,
+                to,
+                term: 1,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_foreign_cluster_wrong_node_and_missing_token() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let svc = RaftService::new(1, "c".into(), tx, 1 << 20);
+        let code = |r: Result<Response<pb::PeerAck>, Status>| r.err().map(|s| s.code());
+        assert_eq!(
+            code(svc.timeout_now(Request::new(timeout_now("other", 1))).await),
+            Some(tonic::Code::FailedPrecondition)
+        );
+        assert_eq!(
+            code(svc.timeout_now(Request::new(timeout_now("c", 3))).await),
+            Some(tonic::Code::FailedPrecondition)
+        );
+        assert_eq!(
+            code(
+                svc.timeout_now(Request::new(pb::TimeoutNowRequest { header: None }))
+                    .await
+            ),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            code(svc.timeout_now(Request::new(timeout_now("c", 1))).await),
+            None
+        );
+        assert_eq!(rx.recv().await.map(|m| m.from), Some(2));
+
+        let svc = svc.with_token(Some("s3cret".into()));
+        assert_eq!(
+            code(svc.timeout_now(Request::new(timeout_now("c", 1))).await),
+            Some(tonic::Code::Unauthenticated)
+        );
+        let mut ok = Request::new(timeout_now("c", 1));
+        ok.metadata_mut()
+            .insert(crate::transport::TOKEN_METADATA, "s3cret".parse().unwrap());
+        assert_eq!(code(svc.timeout_now(ok).await), None);
     }
 }
