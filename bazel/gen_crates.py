@@ -124,6 +124,22 @@ def main():
 
     out = [HEADER]
 
+    # Crates that end up in our binaries or tests. Everything else only runs at build time
+    # (build scripts, proc-macros and their dependencies): like Cargo's default
+    # `build-override` profile, those build unoptimised even under `-c opt`.
+    runtime = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        for d in nodes[pid]["deps"]:
+            kinds = {k["kind"] for k in d["dep_kinds"]}
+            dlib = lib_target(pkgs[d["pkg"]])
+            if dlib is None or "proc-macro" in dlib["kind"]:
+                continue
+            if (None in kinds or (pid in roots and "dev" in kinds)) and d["pkg"] not in runtime:
+                runtime.add(d["pkg"])
+                todo.append(d["pkg"])
+
     # Aliases for the workspace package's direct dependencies (normal, dev and build).
     aliases = {}
     for rid in sorted(roots):
@@ -163,6 +179,9 @@ def main():
                 build.append(label)
 
         env = pkg_env(pkg)
+        flags = ["--cap-lints=allow"]
+        if pid not in runtime:
+            flags += ["-Copt-level=0", "-Cdebuginfo=0"]
         out.append(
             '\nfilegroup(\n    name = "%s_srcs",\n    srcs = glob(["%s/**"]),\n)\n' % (name, vdir)
         )
@@ -217,7 +236,7 @@ def main():
             "    proc_macro_deps = %s,\n"
             "    aliases = %s,\n"
             "    rustc_env = %s,\n"
-            "    rustc_flags = [\"--cap-lints=allow\"],\n"
+            "    rustc_flags = %s,\n"
             ")\n"
             % (
                 rule,
@@ -234,6 +253,7 @@ def main():
                 fmt_list(sorted(procs)),
                 fmt_dict(aliases),
                 fmt_dict(env),
+                fmt_list(flags),
             )
         )
 

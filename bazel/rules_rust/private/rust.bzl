@@ -457,7 +457,8 @@ def cargo_build_script(
         version = version,
         pkg_name = pkg_name,
         manifest_dir = manifest_dir,
-        rustc_flags = rustc_flags,
+        # Like Cargo's default build-override profile: build scripts are never optimised.
+        rustc_flags = rustc_flags + ["-Copt-level=0", "-Cdebuginfo=0"],
         rustc_env = rustc_env,
         compile_data = compile_data + data,
         visibility = ["//visibility:private"],
