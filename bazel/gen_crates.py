@@ -161,7 +161,7 @@ def main():
         vdir = "vendor/%s" % name
         features = sorted(node.get("features") or [])
 
-        normal, build, procs = [], [], []
+        normal, build, procs, link_deps = [], [], [], []
         aliases = {}
         for d in node["deps"]:
             kinds = {k["kind"] for k in d["dep_kinds"]}
@@ -175,6 +175,8 @@ def main():
             is_pm = "proc-macro" in dlib["kind"]
             if None in kinds:
                 (procs if is_pm else normal).append(label)
+                if dp.get("links"):
+                    link_deps.append(label)
             if "build" in kinds:
                 build.append(label)
 
@@ -201,6 +203,7 @@ def main():
                 "    manifest_dir = %s,\n"
                 "    crate_features = %s,\n"
                 "    links = %s,\n"
+                "    link_deps = %s,\n"
                 "    deps = %s,\n"
                 "    build_script_env = %s,\n"
                 "    rustc_flags = [\"--cap-lints=allow\"],\n"
@@ -215,6 +218,7 @@ def main():
                     q(vdir),
                     fmt_list(features),
                     q(pkg.get("links") or ""),
+                    fmt_list(sorted(link_deps)),
                     fmt_list(sorted(set(build))),
                     fmt_dict(env),
                 )
