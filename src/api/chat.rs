@@ -376,15 +376,21 @@ impl pb::chat_service_server::ChatService for ChatApi {
             },
         ));
         let api = self.clone();
+        // On node shutdown this task drops its sender too, so the stream ends and a graceful
+        // stop does not wait for the client to hang up.
+        let mut shutdown = self.node.shared().shutdown.subscribe();
         tokio::spawn(async move {
             let mut pending = Some(first);
             loop {
                 let r = match pending.take() {
                     Some(r) => r,
-                    None => match inbound.message().await {
-                        Ok(Some(r)) => r,
-                        // Client closed its side or went away: a normal end.
-                        _ => return,
+                    None => tokio::select! {
+                        m = inbound.message() => match m {
+                            Ok(Some(r)) => r,
+                            // Client closed its side or went away: a normal end.
+                            _ => return,
+                        },
+                        _ = shutdown.wait_for(|&s| s) => return,
                     },
                 };
                 if r.text.is_empty() {

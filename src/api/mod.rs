@@ -128,12 +128,18 @@ pub async fn serve(
     // Peer messages may carry up to 1 MiB of entries plus one 64 KiB message; leave headroom.
     let peer_limit = 8 << 20;
     let mut node_shutdown = node.shared().shutdown.subscribe();
+    let stopping = node.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             // A fatal driver error also stops the server.
             _ = node_shutdown.wait_for(|&s| s) => {}
         }
+        // Tell the driver and every open Subscribe/Chat stream now: the server's graceful stop
+        // waits for all open calls, and a subscriber's stream would otherwise never end, so a
+        // SIGTERM with a live subscriber hung until the container runtime's SIGKILL. Writes in
+        // flight end UNAVAILABLE; clients retry elsewhere with the same request id.
+        let _ = stopping.shared().shutdown.send(true);
     };
     tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
     let served = tonic::transport::Server::builder()
