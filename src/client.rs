@@ -378,3 +378,33 @@ pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(
     tail.abort();
     Ok(())
 }
+
+/// Asks one node's standard `grpc.health.v1.Health/Check` whether `service` ("" means the whole
+/// server) is serving. A container HEALTHCHECK runs this through `raft_client health`, so the
+/// image needs no extra probe tool. Returns `Ok(false)` for any answer other than SERVING.
+pub async fn health_check(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<bool, ClientError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let c = Client::new(addr)?;
+    let mut h = HealthClient::new(c.channel(0)?);
+    let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    });
+    req.set_timeout(timeout);
+    let fut = h.check(req);
+    let res = match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => return Err(ClientError::Exhausted(format!("no answer in {timeout:?}"))),
+    };
+    match res {
+        Ok(r) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
+        Err(st) => Err(ClientError::Status {
+            code: st.code(),
+            message: st.message().to_string(),
+        }),
+    }
+}

@@ -96,6 +96,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Probe one node's gRPC health service; exit 0 if it is SERVING, 1 otherwise (for a
+    /// container HEALTHCHECK or a script waiting for a node).
+    Health {
+        /// One node address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// Service name to ask about ("" is the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -109,8 +122,13 @@ struct RunArgs {
     /// This node's id (a small positive integer).
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     id: u64,
-    /// Address to listen on, host:port.
+    /// Address to listen on, host:port (0.0.0.0:PORT listens on every interface).
     addr: SocketAddr,
+    /// Address the other members and clients reach this node at, host:port, when it differs
+    /// from the listen address (a container listening on 0.0.0.0 and known as `node1:50051`).
+    /// Defaults to the listen address. This node's entry in `peers`, if present, must equal it.
+    #[arg(long)]
+    advertise: Option<String>,
     /// Members, comma-separated `id=host:port`; this node's own entry is allowed.
     #[arg(value_parser = parse_peers)]
     peers: BTreeMap<u64, String>,
@@ -217,14 +235,19 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     }
     init_tracing(a.log_format);
     let mut peers = a.peers;
+    let advertised = a.advertise.unwrap_or_else(|| a.addr.to_string());
+    if !advertised.contains(':') {
+        usage_error(&format!("--advertise {advertised:?} is not host:port"));
+    }
     match peers.get(&a.id) {
-        Some(own) if own != &a.addr.to_string() => usage_error(&format!(
-            "peers list node {} at {own}, but this node listens on {}",
-            a.id, a.addr
+        Some(own) if own != &advertised => usage_error(&format!(
+            "peers list node {} at {own}, but this node is reachable at {advertised} \
+             (use --advertise when it differs from the listen address)",
+            a.id
         )),
         Some(_) => {}
         None => {
-            peers.insert(a.id, a.addr.to_string());
+            peers.insert(a.id, advertised);
         }
     }
     let mut cfg = NodeConfig::new(a.id, a.addr, peers);
@@ -244,28 +267,28 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let res: anyhow::Result<()> =
-        match cli.cmd {
-            Cmd::Run(a) => run_node(a).await,
-            Cmd::Send {
-                addr,
-                room,
-                author,
-                id,
-                text,
-            } => {
-                async {
-                    let mut c = Client::new(&addr)?;
-                    let m = c.send(&room, &author, &text, id).await?;
-                    println!(
-                        "seq={} index={} room={} id={}",
-                        m.seq, m.index, m.room, m.id
-                    );
-                    Ok(())
-                }
-                .await
+    let res: anyhow::Result<()> = match cli.cmd {
+        Cmd::Run(a) => run_node(a).await,
+        Cmd::Send {
+            addr,
+            room,
+            author,
+            id,
+            text,
+        } => {
+            async {
+                let mut c = Client::new(&addr)?;
+                let m = c.send(&room, &author, &text, id).await?;
+                println!(
+                    "seq={} index={} room={} id={}",
+                    m.seq, m.index, m.room, m.id
+                );
+                Ok(())
             }
-            Cmd::Tail { addr, room, from } => async {
+            .await
+        }
+        Cmd::Tail { addr, room, from } => {
+            async {
                 let mut c = Client::new(&addr)?;
                 tokio::select! {
                     r = c.tail(&room, from, |m| println!("{}", client::format_message(m))) => r?,
@@ -273,68 +296,78 @@ async fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            .await,
-            Cmd::Chat { addr, room, author } => {
-                async {
-                    tokio::select! {
-                        r = client::interactive_chat(&addr, &room, &author) => r?,
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    Ok(())
+            .await
+        }
+        Cmd::Chat { addr, room, author } => {
+            async {
+                tokio::select! {
+                    r = client::interactive_chat(&addr, &room, &author) => r?,
+                    _ = tokio::signal::ctrl_c() => {}
                 }
-                .await
+                Ok(())
             }
-            Cmd::History {
-                addr,
-                room,
-                from,
-                limit,
-                reverse,
-                local,
-                min_index,
-            } => {
-                async {
-                    let mut c = Client::new(&addr)?;
-                    let consistency = if local {
-                        rustyraft::pb::Consistency::Sequential
-                    } else {
-                        rustyraft::pb::Consistency::Linearizable
-                    };
-                    let page = c
-                        .history(rustyraft::pb::GetHistoryRequest {
-                            room,
-                            from_seq: from,
-                            limit,
-                            reverse,
-                            page_token: String::new(),
-                            consistency: consistency as i32,
-                            min_index,
-                        })
-                        .await?;
-                    for m in &page.messages {
-                        println!("{}", client::format_message(m));
-                    }
-                    Ok(())
+            .await
+        }
+        Cmd::History {
+            addr,
+            room,
+            from,
+            limit,
+            reverse,
+            local,
+            min_index,
+        } => {
+            async {
+                let mut c = Client::new(&addr)?;
+                let consistency = if local {
+                    rustyraft::pb::Consistency::Sequential
+                } else {
+                    rustyraft::pb::Consistency::Linearizable
+                };
+                let page = c
+                    .history(rustyraft::pb::GetHistoryRequest {
+                        room,
+                        from_seq: from,
+                        limit,
+                        reverse,
+                        page_token: String::new(),
+                        consistency: consistency as i32,
+                        min_index,
+                    })
+                    .await?;
+                for m in &page.messages {
+                    println!("{}", client::format_message(m));
                 }
-                .await
+                Ok(())
             }
-            Cmd::Status { addr, json } => {
-                async {
-                    let c = Client::new(&addr)?;
-                    let all = c.status_all().await;
-                    if json {
-                        println!("{}", client::status_json(&all));
-                    } else {
-                        print!("{}", client::status_table(&all));
-                    }
-                    if all.iter().all(|(_, r)| r.is_err()) {
-                        anyhow::bail!("no node answered");
-                    }
-                    Ok(())
+            .await
+        }
+        Cmd::Health {
+            addr,
+            service,
+            timeout_ms,
+        } => match client::health_check(&addr, &service, Duration::from_millis(timeout_ms)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(anyhow::anyhow!("{addr}: not serving")),
+            Err(e) => Err(anyhow::anyhow!("{addr}: {e}")),
+        },
+        Cmd::Status { addr, json } => {
+            async {
+                let c = Client::new(&addr)?;
+                let all = c.status_all().await;
+                if json {
+                    println!("{}", client::status_json(&all));
+                } else {
+                    print!("{}", client::status_table(&all));
                 }
-                .await
+                if all.iter().all(|(_, r)| r.is_err()) {
+                    anyhow::bail!("no node answered");
+                }
+                Ok(())
             }
-        };
+            .await
+        }
+    };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -105,7 +105,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             applied: watch::channel(snap.meta.index).0,
             status: watch::channel(NodeStatus::initial(
                 cfg.id,
-                cfg.addr.to_string(),
+                cfg.advertised_addr(),
                 cfg.cluster_id.clone(),
             ))
             .0,
@@ -483,7 +483,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         };
         let st = NodeStatus {
             id: self.cfg.id,
-            addr: self.cfg.addr.to_string(),
+            addr: self.cfg.advertised_addr(),
             role: r.role(),
             term: r.term(),
             leader_id: r.leader(),

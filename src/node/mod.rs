@@ -81,7 +81,8 @@ pub fn check_identity(data_dir: &Path, id: NodeId, cluster_id: &str) -> Result<(
 pub struct NodeConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// Address to listen on; also what peers and clients are told.
+    /// Address to listen on; also what peers and clients are told unless this node's own
+    /// `peers` entry says otherwise (see [`NodeConfig::advertised_addr`]).
     pub addr: SocketAddr,
     /// Every member's address, this node included.
     pub peers: BTreeMap<NodeId, String>,
@@ -122,6 +123,14 @@ impl NodeConfig {
             dedupe_capacity: crate::chat::DEFAULT_DEDUPE_CAPACITY,
             max_snapshot_bytes: 1 << 30,
         }
+    }
+
+    /// The address others reach this node at: its own `peers` entry when there is one (a
+    /// container listens on `0.0.0.0` but is known by its service name), else the listen address.
+    pub fn advertised_addr(&self) -> String {
+        self.addr_of(self.id)
+            .map(str::to_string)
+            .unwrap_or_else(|| self.addr.to_string())
     }
 
     /// Address of a member, if known.
