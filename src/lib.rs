@@ -14,11 +14,13 @@
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
 //! - [`node`]: the driver task that owns the core, persists, sends, applies and answers.
 //! - [`transport`]: the `Raft` gRPC service and one bounded, reconnecting client per peer.
+//! - [`bench`]: the load generators of `raft_client bench` and the etcd comparison.
 //! - [`client`]: the client commands of `raft_client` (send, tail, chat, status) with failover.
 //! - [`api`]: `ChatService` and `Cluster` gRPC services, health, reflection, and [`api::run`].
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod chat;
 pub mod check;
 pub mod client;
