@@ -541,6 +541,7 @@ pub async fn run_fanout(addrs: &[String], cfg: &FanoutConfig) -> Result<FanoutRe
     );
     let delivered = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
     // Highest seq the sender will send; 0 until the sender is done.
     let last_seq = Arc::new(AtomicU64::new(0));
     let drain_deadline = base + cfg.warmup + cfg.duration + Duration::from_secs(15);
@@ -548,10 +549,11 @@ pub async fn run_fanout(addrs: &[String], cfg: &FanoutConfig) -> Result<FanoutRe
     let mut subs = tokio::task::JoinSet::new();
     for s in 0..cfg.subscribers {
         let ch = channels[s % channels.len()].clone();
-        let (hists, delivered, ready, last_seq, room) = (
+        let (hists, delivered, ready, failed, last_seq, room) = (
             Arc::clone(&hists),
             Arc::clone(&delivered),
             Arc::clone(&ready),
+            Arc::clone(&failed),
             Arc::clone(&last_seq),
             room.clone(),
         );
@@ -563,7 +565,10 @@ pub async fn run_fanout(addrs: &[String], cfg: &FanoutConfig) -> Result<FanoutRe
                 .await;
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
-                Err(st) => return Err(st.message().to_string()),
+                Err(st) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    return Err(st.message().to_string());
+                }
             };
             ready.fetch_add(1, Ordering::Relaxed);
             loop {
@@ -592,7 +597,7 @@ pub async fn run_fanout(addrs: &[String], cfg: &FanoutConfig) -> Result<FanoutRe
     }
     // Wait until every subscription is open (or failed), at most 120 s.
     let open_deadline = Instant::now() + Duration::from_secs(120);
-    while ready.load(Ordering::Relaxed) + (cfg.subscribers - subs.len()) < cfg.subscribers {
+    while ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < cfg.subscribers {
         if Instant::now() >= open_deadline {
             return Err(BenchError::Setup(format!(
                 "only {} of {} subscriptions opened",
