@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rustyraft::bench::{self, FanoutConfig, LoadConfig, Target};
 use rustyraft::client::{self, Client};
 use rustyraft::node::NodeConfig;
 
@@ -109,6 +110,78 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Closed-loop load: ops/s and p50/p99/p999/max of SendMessage.
+    Bench(BenchArgs),
+    /// Subscribe fan-out: delivery latency to N live subscribers of one room at a fixed rate.
+    BenchFanout(FanoutArgs),
+    /// Failover probe: send until one send succeeds; prints the time since `--since-ns`.
+    BenchProbe {
+        /// Node addresses, comma-separated; tried in turn.
+        #[arg(long)]
+        addr: String,
+        /// Start of the measured gap, ns since the Unix epoch (e.g. `date +%s%N` at the kill).
+        #[arg(long)]
+        since_ns: u64,
+        /// Timeout of each try, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        try_timeout_ms: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Node addresses, comma-separated.
+    #[arg(long)]
+    addr: String,
+    /// Workers, each with one send in flight (closed loop).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// HTTP/2 connections shared by the workers (default: min(4, concurrency)).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Measured seconds (fractions allowed).
+    #[arg(long, default_value = "10", value_parser = rustyraft::bench::parse_secs)]
+    duration: Duration,
+    /// Warm-up seconds, run but not measured.
+    #[arg(long, default_value = "1", value_parser = rustyraft::bench::parse_secs)]
+    warmup: Duration,
+    /// Bytes of each message text.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Rooms the workers spread over.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Send to the leader only, or spread over every address (followers forward).
+    #[arg(long, value_enum, default_value_t = Target::Leader)]
+    target: Target,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct FanoutArgs {
+    /// Node addresses, comma-separated; subscribers spread over all, the sender uses the leader.
+    #[arg(long)]
+    addr: String,
+    /// Live subscribers of the room.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// HTTP/2 connections the subscribers share (default: one per 100 subscribers).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Messages per second sent.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Measured seconds.
+    #[arg(long, default_value = "5", value_parser = rustyraft::bench::parse_secs)]
+    duration: Duration,
+    /// Warm-up seconds.
+    #[arg(long, default_value = "1", value_parser = rustyraft::bench::parse_secs)]
+    warmup: Duration,
+    /// Bytes of each message text (at least 20).
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -264,6 +337,47 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
+    let cfg = LoadConfig {
+        concurrency: a.concurrency,
+        connections: a.connections.unwrap_or(a.concurrency.min(4)),
+        duration: a.duration,
+        warmup: a.warmup,
+        value_size: a.value_size,
+        rooms: a.rooms,
+    };
+    if let Err(e) = cfg.validate() {
+        usage_error(&e.to_string());
+    }
+    let r = bench::run_rustyraft(&bench::split_addrs(&a.addr), a.target, &cfg).await?;
+    if a.json {
+        println!("{}", r.json());
+    } else {
+        println!("{}", r.text());
+    }
+    Ok(())
+}
+
+async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
+    let cfg = FanoutConfig {
+        subscribers: a.subscribers,
+        connections: a
+            .connections
+            .unwrap_or(a.subscribers.div_ceil(100))
+            .clamp(1, a.subscribers.max(1)),
+        rate: a.rate,
+        duration: a.duration,
+        warmup: a.warmup,
+        value_size: a.value_size,
+    };
+    if let Err(e) = cfg.validate() {
+        usage_error(&e.to_string());
+    }
+    let r = bench::run_fanout(&bench::split_addrs(&a.addr), &cfg).await?;
+    println!("{}", r.text());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -338,6 +452,27 @@ async fn main() -> std::process::ExitCode {
                 for m in &page.messages {
                     println!("{}", client::format_message(m));
                 }
+                Ok(())
+            }
+            .await
+        }
+        Cmd::Bench(a) => run_bench(a).await,
+        Cmd::BenchFanout(a) => run_fanout(a).await,
+        Cmd::BenchProbe {
+            addr,
+            since_ns,
+            try_timeout_ms,
+        } => {
+            async {
+                let addrs = bench::split_addrs(&addr);
+                let gap = bench::probe_until_ok(
+                    &addrs,
+                    since_ns,
+                    Duration::from_millis(try_timeout_ms.max(1)),
+                    Duration::from_secs(60),
+                )
+                .await?;
+                println!("failover_ms={:.1}", gap.as_secs_f64() * 1000.0);
                 Ok(())
             }
             .await
