@@ -241,6 +241,15 @@ impl ChatApi {
     }
 }
 
+/// A request's page size: 0 means the default, anything above the cap is cut to it.
+fn page_limit(limit: u32) -> usize {
+    let n = match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    n as usize
+}
+
 fn forwarded<T>(r: &Request<T>) -> bool {
     r.metadata().contains_key(FORWARDED_METADATA)
 }
@@ -293,10 +302,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         } else {
             decode_seq_token(&r.page_token)?
         };
-        let limit = match r.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        } as usize;
+        let limit = page_limit(r.limit);
         self.read_barrier(r.consistency, r.min_index).await?;
         let (msgs, room_len) = {
             let sm = self
@@ -432,10 +438,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         } else {
             Some(decode_room_token(&r.page_token)?)
         };
-        let limit = match r.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        } as usize;
+        let limit = page_limit(r.limit);
         let (rooms, more) = {
             let sm = self
                 .node

@@ -181,3 +181,20 @@ pub async fn serve(
     driver_result?;
     Ok(())
 }
+
+/// Resolves on Ctrl-C or SIGTERM: the one shutdown trigger of the node and the launcher.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -269,29 +269,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutdown signal received");
-}
-
 fn usage_error(msg: &str) -> ! {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
@@ -333,7 +310,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
     cfg.max_text_bytes = a.max_message_bytes;
-    rustyraft::api::run(cfg, shutdown_signal()).await?;
+    rustyraft::api::run(cfg, rustyraft::api::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -106,6 +106,14 @@ struct Shared {
     final_len: AtomicU64,
 }
 
+impl Shared {
+    /// Appends one operation to the history.
+    fn record(&self, op: Op) {
+        // A poisoned lock only means another client task panicked; the history is still valid.
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+}
+
 fn client(addr: SocketAddr) -> ChatServiceClient<tonic::transport::Channel> {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map(|e| {
@@ -175,15 +183,12 @@ async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
                 }
             }
         }
-        sh.ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Op::Send {
-                id,
-                invoked,
-                returned,
-                acked,
-            });
+        sh.record(Op::Send {
+            id,
+            invoked,
+            returned,
+            acked,
+        });
         tokio::time::sleep(Duration::from_millis(20 + rng.u64(0..40))).await;
     }
 }
@@ -214,28 +219,22 @@ async fn reader(sh: Arc<Shared>, k: usize) {
                 if msgs.len() < READ_LIMIT as usize {
                     known_len = from_seq - 1 + msgs.len() as u64;
                     let ids = msgs.into_iter().map(|m| m.id).collect();
-                    sh.ops
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Op::Read {
-                            invoked,
-                            returned,
-                            from_seq,
-                            ids,
-                        });
+                    sh.record(Op::Read {
+                        invoked,
+                        returned,
+                        from_seq,
+                        ids,
+                    });
                 }
             }
             // The room does not exist yet: a linearizable answer that it is empty.
             Err(st) if st.code() == Code::NotFound && from_seq == 1 => {
-                sh.ops
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Op::Read {
-                        invoked,
-                        returned,
-                        from_seq: 1,
-                        ids: Vec::new(),
-                    });
+                sh.record(Op::Read {
+                    invoked,
+                    returned,
+                    from_seq: 1,
+                    ids: Vec::new(),
+                });
             }
             Err(_) => node = (node + 1) % sh.addrs.len(),
         }
@@ -553,14 +552,7 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
 }
 
 async fn current_leader(cluster: &mut LocalCluster) -> Option<NodeId> {
-    cluster
-        .views()
-        .await
-        .into_iter()
-        .filter_map(|(id, v)| v.status.map(|s| (id, s)))
-        .filter(|(_, s)| s.role == pb::Role::Leader as i32)
-        .max_by_key(|(_, s)| s.term)
-        .map(|(id, _)| id)
+    super::cluster::leader_of(&cluster.views().await).map(|(id, _)| id)
 }
 
 async fn wait_for_leader(cluster: &mut LocalCluster, limit: Duration) -> bool {
@@ -581,11 +573,7 @@ async fn wait_converged(cluster: &mut LocalCluster, limit: Duration) -> bool {
         let views = cluster.views().await;
         let statuses: Vec<_> = views.values().filter_map(|v| v.status.clone()).collect();
         if statuses.len() == views.len() {
-            let leader = statuses
-                .iter()
-                .filter(|s| s.role == pb::Role::Leader as i32)
-                .max_by_key(|s| s.term);
-            if let Some(l) = leader {
+            if let Some((_, l)) = super::cluster::leader_of(&views) {
                 if statuses.iter().all(|s| s.applied_index >= l.commit_index) {
                     return true;
                 }

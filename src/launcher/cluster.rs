@@ -14,7 +14,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -449,16 +448,22 @@ pub async fn status_of(addr: SocketAddr) -> Result<pb::StatusResponse, String> {
         .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
 }
 
+/// The node that leads in the highest term among those that answered, with its status (an
+/// isolated old leader may still believe it leads, in a lower term).
+pub fn leader_of(views: &BTreeMap<NodeId, NodeView>) -> Option<(NodeId, &pb::StatusResponse)> {
+    views
+        .iter()
+        .filter_map(|(id, v)| v.status.as_ref().map(|s| (*id, s)))
+        .filter(|(_, s)| s.role == pb::Role::Leader as i32)
+        .max_by_key(|(_, s)| s.term)
+}
+
 /// A one-line summary of the cluster for the live view.
 pub fn summary_line(
     views: &BTreeMap<NodeId, NodeView>,
     cut: &BTreeSet<(NodeId, NodeId)>,
 ) -> String {
-    let leader = views
-        .values()
-        .filter_map(|v| v.status.as_ref())
-        .filter(|s| s.role == pb::Role::Leader as i32)
-        .max_by_key(|s| s.term);
+    let leader = leader_of(views).map(|(_, s)| s);
     let lead_last = leader.map_or(0, |l| l.last_index);
     let mut parts = vec![match leader {
         Some(l) => format!("leader n{} term {}", l.id, l.term),
@@ -550,6 +555,3 @@ async fn open_append(p: &Path) -> Option<tokio::fs::File> {
         .await
         .ok()
 }
-
-/// Shared, latest status views (the live view and the chaos driver read them).
-pub type Views = Arc<Mutex<BTreeMap<NodeId, NodeView>>>;

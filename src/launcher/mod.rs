@@ -87,22 +87,6 @@ async fn load(addrs: String, rate: u32, stats: Arc<LoadStats>) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 /// Replaces the `leader` placeholder with the node that leads now.
 async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, String> {
     let target = match &cmd {
@@ -118,11 +102,7 @@ async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, S
         return Ok(cmd);
     }
     let views = c.views().await;
-    let leader = views
-        .iter()
-        .filter_map(|(id, v)| v.status.as_ref().map(|s| (*id, s)))
-        .filter(|(_, s)| s.role == crate::pb::Role::Leader as i32)
-        .max_by_key(|(_, s)| s.term)
+    let leader = cluster::leader_of(&views)
         .map(|(id, _)| id)
         .ok_or("no leader right now")?;
     Ok(match cmd {
@@ -154,7 +134,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
             }
         }
     });
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(crate::api::shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_key = String::new();
     let mut stdin_open = true;

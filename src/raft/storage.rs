@@ -50,6 +50,16 @@ pub trait Storage {
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
+/// The part of `entries` after `snapshot_index`: entries the snapshot already covers are
+/// skipped by every storage's `append`, since a leader may resend them after a compaction.
+pub fn after_snapshot(entries: &[Entry], snapshot_index: u64) -> &[Entry] {
+    let skip = entries
+        .iter()
+        .take_while(|e| e.index <= snapshot_index)
+        .count();
+    &entries[skip..]
+}
+
 /// The write side of stable storage: what a driver calls to persist a [`crate::raft::Ready`].
 ///
 /// Split from [`Storage`] because the core never writes; the driver does, in this order for each
@@ -119,20 +129,11 @@ impl MemStorage {
     /// Appends entries, first truncating any suffix that starts at `entries[0].index`.
     /// Entries at or below the snapshot index are skipped (they are already covered).
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first) = entries.first() else {
+        let snap_index = self.snapshot.meta.index;
+        let entries = after_snapshot(entries, snap_index);
+        let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
-        let snap_index = self.snapshot.meta.index;
-        let entries = if first.index <= snap_index {
-            let skip = (snap_index + 1 - first.index) as usize;
-            if skip >= entries.len() {
-                return Ok(());
-            }
-            &entries[skip..]
-        } else {
-            entries
-        };
-        let first = entries[0].index;
         let next = snap_index + 1 + self.entries.len() as u64;
         if first > next {
             return Err(StorageError::Other(format!(

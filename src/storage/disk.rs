@@ -15,8 +15,8 @@ use super::fsutil::{Counters, DiskError, IoContext, Syncer};
 use super::snapshot::{self, SnapshotReceiver};
 use super::wal::{Wal, WalOptions};
 use crate::raft::{
-    ConfState, Entry, EntryKind, HardState, LogStore, RaftState, Snapshot, SnapshotMeta, Storage,
-    StorageError,
+    after_snapshot, ConfState, Entry, EntryKind, HardState, LogStore, RaftState, Snapshot,
+    SnapshotMeta, Storage, StorageError,
 };
 
 /// Name of the hard-state file.
@@ -330,20 +330,10 @@ impl DiskStorage {
     }
 
     fn do_append(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
-        let snap_index = self.snapshot.meta.index;
-        let Some(first) = entries.first() else {
+        let entries = after_snapshot(entries, self.snapshot.meta.index);
+        let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
-        let entries = if first.index <= snap_index {
-            let skip = (snap_index + 1 - first.index) as usize;
-            if skip >= entries.len() {
-                return Ok(());
-            }
-            &entries[skip..]
-        } else {
-            entries
-        };
-        let first = entries[0].index;
         let next = self.wal.next_index();
         // Refuse before changing anything, so a failed append leaves the log as it was.
         let max = codec::MAX_RECORD_LEN as usize + codec::RECORD_HEADER_LEN;
