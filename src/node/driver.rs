@@ -64,7 +64,8 @@ impl Driver<NodeStorage> {
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
     pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
         super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
-        let conf = ConfState::with_voters(cfg.peers.keys().copied());
+        let mut conf = ConfState::with_voters(cfg.peers.keys().copied());
+        conf.addrs = cfg.peers.clone();
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
         Self::start_with(cfg, storage)
     }

@@ -2,7 +2,7 @@
 //! snapshots and messages. They are deliberately free of any wire format; the transport converts
 //! them to and from protobuf at the edge.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -64,6 +64,10 @@ pub struct ConfState {
     pub voters: BTreeSet<NodeId>,
     /// Nodes that receive the log but never count toward a quorum.
     pub learners: BTreeSet<NodeId>,
+    /// Transport address (`host:port`) of each member. Opaque to the core, which only carries
+    /// it: replicating addresses with the membership is what lets a node that joins later, or
+    /// restarts, find its peers without any side channel.
+    pub addrs: BTreeMap<NodeId, String>,
 }
 
 impl ConfState {
@@ -72,6 +76,7 @@ impl ConfState {
         ConfState {
             voters: voters.into_iter().collect(),
             learners: BTreeSet::new(),
+            addrs: BTreeMap::new(),
         }
     }
 
@@ -85,10 +90,23 @@ impl ConfState {
         self.voters.contains(&id) || self.learners.contains(&id)
     }
 
+    /// The members (voters and learners) in id order.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.union(&self.learners).copied()
+    }
+
+    /// Number of voters that differ between `self` and `other` (added plus removed). Single-server
+    /// membership changes keep this at most 1, which is what makes any majority of the old
+    /// voters intersect any majority of the new ones.
+    pub fn voter_delta(&self, other: &ConfState) -> usize {
+        self.voters.symmetric_difference(&other.voters).count()
+    }
+
     /// Encodes the configuration for a `ConfChange` entry: voter count, voters, learner count,
-    /// learners, all little-endian u64. Small and self-describing enough to be checked on decode.
+    /// learners, then address count and (id, length, UTF-8 bytes) per address; integers are
+    /// little-endian u64. The address section may be absent (an empty address book).
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(16 + 8 * (self.voters.len() + self.learners.len()));
+        let mut out = Vec::with_capacity(24 + 8 * (self.voters.len() + self.learners.len()));
         out.extend_from_slice(&(self.voters.len() as u64).to_le_bytes());
         for v in &self.voters {
             out.extend_from_slice(&v.to_le_bytes());
@@ -96,6 +114,14 @@ impl ConfState {
         out.extend_from_slice(&(self.learners.len() as u64).to_le_bytes());
         for l in &self.learners {
             out.extend_from_slice(&l.to_le_bytes());
+        }
+        if !self.addrs.is_empty() {
+            out.extend_from_slice(&(self.addrs.len() as u64).to_le_bytes());
+            for (id, a) in &self.addrs {
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+                out.extend_from_slice(a.as_bytes());
+            }
         }
         Bytes::from(out)
     }
@@ -108,22 +134,37 @@ impl ConfState {
             *buf = rest;
             Some(u64::from_le_bytes(*head))
         }
+        fn take_ids(buf: &mut &[u8], into: &mut BTreeSet<NodeId>) -> Option<()> {
+            let n = take_u64(buf)?;
+            if n > (buf.len() / 8) as u64 {
+                return None;
+            }
+            for _ in 0..n {
+                into.insert(take_u64(buf)?);
+            }
+            Some(())
+        }
         let mut conf = ConfState::default();
-        let nv = take_u64(&mut buf)?;
-        if nv > (buf.len() / 8) as u64 {
+        take_ids(&mut buf, &mut conf.voters)?;
+        take_ids(&mut buf, &mut conf.learners)?;
+        if buf.is_empty() {
+            return Some(conf);
+        }
+        let na = take_u64(&mut buf)?;
+        if na > (buf.len() / 16) as u64 {
             return None;
         }
-        for _ in 0..nv {
-            conf.voters.insert(take_u64(&mut buf)?);
+        for _ in 0..na {
+            let id = take_u64(&mut buf)?;
+            let len = usize::try_from(take_u64(&mut buf)?).ok()?;
+            if len > buf.len() {
+                return None;
+            }
+            let (a, rest) = buf.split_at(len);
+            buf = rest;
+            conf.addrs.insert(id, String::from_utf8(a.to_vec()).ok()?);
         }
-        let nl = take_u64(&mut buf)?;
-        if nl != (buf.len() / 8) as u64 || !buf.len().is_multiple_of(8) {
-            return None;
-        }
-        for _ in 0..nl {
-            conf.learners.insert(take_u64(&mut buf)?);
-        }
-        Some(conf)
+        buf.is_empty().then_some(conf)
     }
 }
 
@@ -310,9 +351,32 @@ mod tests {
         let mut c = ConfState::with_voters([1, 2, 3]);
         c.learners.insert(9);
         let enc = c.encode();
-        assert_eq!(ConfState::decode(&enc), Some(c));
+        assert_eq!(ConfState::decode(&enc), Some(c.clone()));
         assert_eq!(ConfState::decode(&enc[..enc.len() - 1]), None);
         assert_eq!(ConfState::decode(&[0xff; 8]), None);
         assert_eq!(ConfState::decode(&[]), None);
+
+        c.addrs.insert(1, "10.0.0.1:50051".into());
+        c.addrs.insert(9, "node-9:7000".into());
+        let enc = c.encode();
+        assert_eq!(ConfState::decode(&enc).as_ref(), Some(&c));
+        for cut in 1..enc.len() {
+            let d = ConfState::decode(&enc[..cut]);
+            // Cutting exactly before the address section decodes the ids alone.
+            assert!(d.is_none() || d.as_ref().is_some_and(|d| d.addrs.is_empty()), "cut {cut}");
+        }
+        let mut bad = enc.to_vec();
+        let n = bad.len();
+        bad[n - 1] = 0xff; // not UTF-8
+        assert_eq!(ConfState::decode(&bad), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn conf_state_decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Some(c) = ConfState::decode(&bytes) {
+                proptest::prop_assert_eq!(ConfState::decode(&c.encode()), Some(c));
+            }
+        }
     }
 }

@@ -97,12 +97,12 @@ impl TryFrom<pb::Entry> for Entry {
     }
 }
 
-/// Converts the core's membership to the wire form (addresses are not part of the core's view).
+/// Converts the core's membership to the wire form.
 pub fn conf_to_pb(c: &ConfState) -> pb::ConfState {
     pb::ConfState {
         voters: c.voters.iter().copied().collect(),
         learners: c.learners.iter().copied().collect(),
-        addresses: Default::default(),
+        addresses: c.addrs.iter().map(|(k, v)| (*k, v.clone())).collect(),
     }
 }
 
@@ -116,6 +116,7 @@ impl TryFrom<pb::SnapshotMeta> for SnapshotMeta {
             conf: ConfState {
                 voters: conf.voters.into_iter().collect(),
                 learners: conf.learners.into_iter().collect(),
+                addrs: conf.addresses.into_iter().collect(),
             },
         })
     }
