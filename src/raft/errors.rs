@@ -48,6 +48,11 @@ pub enum ProposeError {
     /// A configuration change is already in flight.
     #[error("a configuration change is already pending")]
     ConfChangePending,
+    /// The leader has not yet committed an entry of its own term, so it may not change the
+    /// membership (Ongaro, raft-dev 2015: otherwise two single-server changes from different
+    /// terms can form disjoint majorities). Retry shortly.
+    #[error("the leader has not committed an entry of its term yet; retry")]
+    LeaderNotReady,
     /// The proposed configuration is invalid (for example, no voters).
     #[error("invalid configuration change: {0}")]
     InvalidConfChange(String),
