@@ -9,7 +9,8 @@
 mod sim;
 
 use rustyraft::raft::{
-    Config, EntryKind, MemStorage, MessageBody, NodeId, Raft, Role, Storage as _,
+    ConfState, Config, EntryKind, MemStorage, MessageBody, NodeId, ProposeError, Raft, Role,
+    Storage as _,
 };
 use sim::{Cluster, Failure, Faults};
 
@@ -387,4 +388,203 @@ fn section_8_read_index_during_leader_change() {
 fn ok_read(c: &mut Sim, id: NodeId) -> u64 {
     let r = c.read(id);
     ok(c, r)
+}
+
+fn cluster_with_voters(n: usize, voters: usize) -> Sim {
+    let mut c = Cluster::with_voters(
+        n,
+        voters,
+        7,
+        Faults::none(),
+        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
+    );
+    c.trace = Some(Vec::new());
+    c.start_all().expect("start");
+    c
+}
+
+/// Proposes `change` (applied to the current membership) at `id` and processes its Ready.
+fn change_conf(
+    c: &mut Sim,
+    id: NodeId,
+    change: impl FnOnce(&mut ConfState),
+) -> Result<u64, ProposeError> {
+    let r = c.raft_mut(id).expect("up");
+    let mut conf = r.conf().clone();
+    change(&mut conf);
+    let res = r.propose_conf_change(conf);
+    let p = c.process(id);
+    ok(c, p);
+    res
+}
+
+/// Reference: thesis section 4.1, and Ongaro's 2015 raft-dev correction to single-server
+/// changes. A change is refused until the leader has committed an entry of its own term, and
+/// while the previous change is uncommitted; one change may move at most one voter; and a
+/// configuration is in force on each server as soon as it is in that server's log.
+#[test]
+fn section_4_1_single_server_change_rules() {
+    let mut c = cluster_with_voters(4, 3);
+    elect(&mut c, 1);
+    // n1 dies and nobody's appends arrive: the next leader cannot commit its no-op.
+    c.crash(1);
+    c.drop_filter = Some(Box::new(|m| {
+        matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    let r = c.run_ticks(40, |_| Ok(()));
+    ok(&mut c, r);
+    let l = c.leader().expect("n2 or n3 leads");
+    let res = change_conf(&mut c, l, |conf| {
+        conf.learners.insert(4);
+    });
+    assert_eq!(res, Err(ProposeError::LeaderNotReady));
+    c.drop_filter = None;
+    let r = c.restart(1).and_then(|_| c.run_ticks(3, |_| Ok(())));
+    ok(&mut c, r);
+    assert_eq!(c.leader(), Some(l));
+
+    // Two voters at once is not a single-server change.
+    let res = change_conf(&mut c, l, |conf| {
+        conf.voters.remove(&3);
+        conf.voters.insert(4);
+    });
+    assert!(
+        matches!(res, Err(ProposeError::InvalidConfChange(_))),
+        "{res:?}"
+    );
+
+    // Hold back the replies so the next change stays uncommitted.
+    c.drop_filter = Some(Box::new(move |m| {
+        m.to == l && matches!(m.body, MessageBody::AppendEntriesResponse { .. })
+    }));
+    let idx = change_conf(&mut c, l, |conf| {
+        conf.learners.insert(4);
+    })
+    .expect("one change");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    for id in [1, 2, 3] {
+        assert!(
+            node(&c, id).conf().learners.contains(&4),
+            "n{id} uses the new configuration once it is in its log"
+        );
+        assert_eq!(node(&c, id).conf_index(), idx);
+    }
+    assert!(node(&c, l).commit_index() < idx, "not committed yet");
+    let res = change_conf(&mut c, l, |conf| {
+        conf.learners.remove(&4);
+    });
+    assert_eq!(res, Err(ProposeError::ConfChangePending));
+    c.drop_filter = None;
+    let r = c.run_ticks(5, |_| Ok(()));
+    ok(&mut c, r);
+    assert!(node(&c, l).commit_index() >= idx);
+    assert_eq!(
+        node(&c, 4).log().last_index().ok(),
+        node(&c, l).log().last_index().ok(),
+        "the learner receives the log"
+    );
+}
+
+/// Reference: thesis section 4.1. "A log entry for a configuration change can be removed (if
+/// leadership changes); in this case, a server must be prepared to fall back to the previous
+/// configuration in its log." A follower holding an uncommitted change that a new leader
+/// overwrites goes back to the membership before it.
+#[test]
+fn section_4_1_overwritten_configuration_falls_back() {
+    let mut c = cluster_with_voters(6, 5);
+    elect(&mut c, 1);
+    let before = node(&c, 2).conf().clone();
+    let before_index = node(&c, 2).conf_index();
+    // n1's change reaches n2 only, and n2's acknowledgement is lost: uncommitted.
+    c.drop_filter = Some(Box::new(|m| {
+        (m.from == 1 && m.to != 2 && matches!(m.body, MessageBody::AppendEntries { .. }))
+            || (m.from == 2 && m.to == 1)
+    }));
+    let idx = change_conf(&mut c, 1, |conf| {
+        conf.learners.insert(6);
+    })
+    .expect("leader takes the change");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    assert!(node(&c, 2).conf().learners.contains(&6));
+    assert_eq!(node(&c, 2).conf_index(), idx);
+
+    let old_term = node(&c, 1).term();
+    // n1 dies; with n2 kept out of the vote, one of n3..n5 wins and overwrites index `idx`
+    // with its no-op.
+    c.crash(1);
+    c.drop_filter = Some(Box::new(|m| {
+        (m.from == 2 || m.to == 2)
+            && matches!(
+                m.body,
+                MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { .. }
+            )
+    }));
+    let r = c.run_ticks(40, |_| Ok(()));
+    ok(&mut c, r);
+    assert!(matches!(c.leader(), Some(3..=5)), "{:?}", c.leader());
+    c.drop_filter = None;
+    let r = c.run_ticks(5, |_| Ok(()));
+    ok(&mut c, r);
+    assert_ne!(
+        term_at(&c, 2, idx),
+        Some(old_term),
+        "index {idx} was overwritten"
+    );
+    assert_eq!(
+        node(&c, 2).conf(),
+        &before,
+        "n2 fell back to the earlier membership"
+    );
+    assert_eq!(node(&c, 2).conf_index(), before_index);
+}
+
+/// Reference: thesis section 4.2.2 (removing the current leader). The leader appends its own
+/// removal and dies before anyone else has it. The survivor still counts on the old leader's
+/// vote, and the old leader's log is the more up to date, so only the old leader can be
+/// elected: it must stand (counting only the new configuration's votes), commit its removal,
+/// hand over, and then stay quiet for good.
+#[test]
+fn section_4_2_2_removed_leader_is_elected_until_its_removal_commits() {
+    let mut c = cluster_with_voters(2, 2);
+    elect(&mut c, 1);
+    c.drop_filter = Some(Box::new(|m| {
+        m.from == 1 && matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    let idx = change_conf(&mut c, 1, |conf| {
+        conf.voters.remove(&1);
+    })
+    .expect("leader takes its own removal");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    assert!(node(&c, 2).log().last_index().expect("last") < idx);
+    // Restarting rebuilds the membership from the log: n1 comes back outside it.
+    c.crash(1);
+    let r = c.restart(1);
+    ok(&mut c, r);
+    assert!(!node(&c, 1).conf().voters.contains(&1));
+    c.drop_filter = None;
+    let r = c.run_ticks(200, |_| Ok(()));
+    ok(&mut c, r);
+    assert_eq!(c.leader(), Some(2), "n2 leads the one-voter cluster");
+    assert!(node(&c, 2).commit_index() >= idx);
+    assert_eq!(
+        node(&c, 2)
+            .conf()
+            .voters
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    let term = node(&c, 2).term();
+    let r = c.run_ticks(200, |_| Ok(()));
+    ok(&mut c, r);
+    assert_eq!(
+        node(&c, 2).term(),
+        term,
+        "the removed node disrupted the cluster"
+    );
+    assert_eq!(c.leader(), Some(2));
 }

@@ -24,6 +24,7 @@ struct Stats {
     commits: u64,
     reads: u64,
     liveness_ticks: u64,
+    voter_changes: u64,
 }
 
 fn build(seed: u64) -> (Cluster<MemStorage>, u64) {
@@ -93,6 +94,7 @@ fn run_cluster<S: SimStore>(
                 .map_or(0, |r| r.commit_index()),
             reads: c.reads_served,
             liveness_ticks,
+            voter_changes: c.voter_changes,
         }),
         Err(f) => Err((f, c.summary())),
     };
@@ -140,7 +142,7 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = AtomicU64::new(1);
     let failures: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-    let totals: Mutex<(u64, u64, [u64; 8])> = Mutex::new((0, 0, [0; 8]));
+    let totals: Mutex<(u64, u64, [u64; 8], u64)> = Mutex::new((0, 0, [0; 8], 0));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -154,6 +156,7 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
                         t.0 += st.commits;
                         t.1 += st.reads;
                         t.2[st.nodes] += 1;
+                        t.3 += st.voter_changes;
                     }
                     Err(_) => failures.lock().unwrap().push(seed),
                 }
@@ -162,9 +165,9 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
     });
     let mut failed = failures.into_inner().unwrap();
     failed.sort_unstable();
-    let (commits, reads, sizes) = totals.into_inner().unwrap();
+    let (commits, reads, sizes, voter_changes) = totals.into_inner().unwrap();
     println!(
-        "{seeds} seeds: {} failed; clusters of 3/5/7: {}/{}/{}; {commits} commits, {reads} linearizable reads checked",
+        "{seeds} seeds: {} failed; clusters of 3/5/7: {}/{}/{}; {commits} commits, {reads} linearizable reads checked, {voter_changes} voter changes committed",
         failed.len(),
         sizes[3],
         sizes[5],
@@ -187,6 +190,12 @@ fn simulation_seeds_preserve_raft_safety_and_liveness() {
             failed.len()
         );
     }
+    // A third of the seeds change membership; if none of those changes ever moved a voter, the
+    // membership code would be going untested.
+    assert!(
+        seeds < 100 || voter_changes > 0,
+        "no voter change committed in {seeds} seeds: membership is not exercised"
+    );
 }
 
 #[test]

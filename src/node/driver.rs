@@ -354,7 +354,6 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             return Ok(());
         };
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut confs = Vec::new();
         {
             let mut sm = self
                 .shared
@@ -368,19 +367,14 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                         sm.skip(e.index);
                         Applied::Nothing
                     }
+                    // Membership took effect when the entry was appended (in the core).
                     EntryKind::ConfChange => {
                         sm.skip(e.index);
-                        if let Some(c) = ConfState::decode(&e.data) {
-                            confs.push((e.index, c));
-                        }
                         Applied::Nothing
                     }
                 };
                 outcomes.push((e.index, e.term, outcome));
             }
-        }
-        for (index, c) in confs {
-            self.raft.apply_conf_change(index, c)?;
         }
         for (index, term, outcome) in outcomes {
             if let Applied::Sent {
@@ -453,7 +447,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             sm.snapshot()
         };
         let term = self.raft.log().term(applied)?;
-        let conf = self.raft.conf().clone();
+        let conf = self.raft.conf_at(applied).cloned().ok_or_else(|| {
+            NodeError::Io(format!("membership as of index {applied} is not known"))
+        })?;
         let bytes = data.len();
         let store = self.raft.storage_mut();
         store.compact(applied, conf, data)?;

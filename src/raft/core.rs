@@ -107,11 +107,15 @@ pub struct Raft<S: Storage> {
     pub(super) rng: fastrand::Rng,
     /// Leader only: the node leadership is being handed to.
     pub(super) lead_transferee: Option<NodeId>,
-    /// Leader only: index of the latest configuration entry; a new change waits until it is
-    /// applied.
-    pub(super) pending_conf_index: u64,
-    /// Index of the entry (or snapshot) the membership in force comes from.
+    /// Index of the entry (or snapshot) the membership in force comes from. Membership takes
+    /// effect as soon as its entry is in the log (dissertation section 4.1), committed or not.
     pub(super) conf_index: u64,
+    /// The configurations this node may still need to fall back to: the last one at or below
+    /// the commit index first, then every later configuration entry in the log, in index
+    /// order. Invariant: the last element is `(conf_index, conf)`. When a new leader
+    /// overwrites uncommitted entries, the configurations they held are dropped and the latest
+    /// surviving one is back in force.
+    pub(super) conf_history: Vec<(u64, ConfState)>,
     pub(super) reads: ReadQueue,
     pub(super) read_states: Vec<ReadState>,
     /// Leader only: commit moved, tell followers even if there is nothing new to send.
@@ -129,6 +133,35 @@ impl<S: Storage> Raft<S> {
         let mut log = RaftLog::new(storage, 0, cfg.applied)?;
         let last = log.last_index()?;
         log.committed = hs.commit.min(last).max(log.committed);
+        // Membership takes effect on append, so every configuration entry in the log is in
+        // force in turn, committed or not. Rebuild the history from the snapshot on, so that
+        // `conf_at` can answer for any index a later snapshot may be taken at.
+        let snap = log.storage.snapshot()?.meta;
+        let base = if state.conf_index == snap.index {
+            (state.conf_index, state.conf_state)
+        } else {
+            (snap.index, snap.conf)
+        };
+        let mut conf_history = vec![base];
+        let mut next = snap.index.max(log.first_index()? - 1) + 1;
+        while next <= last {
+            let batch = log.entries(next, last + 1, Some(4 << 20))?;
+            let Some(end) = batch.last().map(|e| e.index) else {
+                break;
+            };
+            for e in batch {
+                if e.kind == EntryKind::ConfChange {
+                    if let Some(c) = ConfState::decode(&e.data) {
+                        conf_history.push((e.index, c));
+                    }
+                }
+            }
+            next = end + 1;
+        }
+        let (conf_index, conf) = conf_history
+            .last()
+            .cloned()
+            .unwrap_or((0, ConfState::default()));
         let soft = SoftState {
             role: Role::Follower,
             leader: None,
@@ -141,8 +174,9 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: None,
             log,
-            conf: state.conf_state,
-            conf_index: state.conf_index,
+            conf,
+            conf_index,
+            conf_history,
             progress: BTreeMap::new(),
             self_match: 0,
             votes: BTreeMap::new(),
@@ -152,7 +186,6 @@ impl<S: Storage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
             lead_transferee: None,
-            pending_conf_index: 0,
             reads: ReadQueue::default(),
             read_states: Vec::new(),
             commit_dirty: false,
@@ -193,9 +226,28 @@ impl<S: Storage> Raft<S> {
     pub fn applied_index(&self) -> u64 {
         self.log.applied
     }
-    /// Current membership.
+    /// Current membership: the latest configuration in the log, committed or not.
     pub fn conf(&self) -> &ConfState {
         &self.conf
+    }
+    /// Index of the entry (or snapshot) the current membership comes from. The node compares
+    /// it across Readies to notice membership changes (new peers to dial, its own removal).
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
+    }
+    /// The membership in force as of log index `index`, for a snapshot taken there: it must
+    /// record that one, not a later (perhaps uncommitted) configuration. Known for any index at
+    /// or above the applied index at the last membership change; `None` below that.
+    pub fn conf_at(&self, index: u64) -> Option<&ConfState> {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, c)| c)
+    }
+    /// True while the latest membership change is not yet committed; a new one is refused.
+    pub fn conf_change_pending(&self) -> bool {
+        self.conf_index > self.log.committed
     }
     /// The log (stable and unstable parts).
     pub fn log(&self) -> &RaftLog<S> {
@@ -234,8 +286,28 @@ impl<S: Storage> Raft<S> {
         self.conf.quorum()
     }
 
+    /// May this node stand for election? A voter of the membership in force may. So may a
+    /// node that the latest, still uncommitted, change removed or demoted: it may hold the only
+    /// log the remaining voters can elect (it was the leader that appended the change, say),
+    /// and they, not yet holding the change, still count on it. Such a candidate counts only
+    /// the votes of the new membership, as a leader outside its own configuration does
+    /// (dissertation section 4.2.2). Once the change is committed, it never stands again.
     pub(super) fn promotable(&self) -> bool {
-        self.conf.voters.contains(&self.cfg.id)
+        let me = self.cfg.id;
+        if self.conf.voters.contains(&me) {
+            return true;
+        }
+        let committed = self.log.committed;
+        // Walk back through the uncommitted configurations to the last committed one.
+        for (index, conf) in self.conf_history.iter().rev() {
+            if conf.voters.contains(&me) {
+                return true;
+            }
+            if *index <= committed {
+                break;
+            }
+        }
+        false
     }
 
     // ----- sending -------------------------------------------------------------------------
@@ -302,10 +374,19 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(self.term, None);
                 return Ok(());
             }
-            if self.lead_transferee.take().is_some() {
+            let transfer_failed = self.lead_transferee.take().is_some();
+            if transfer_failed {
                 tracing::info!(id = self.cfg.id, "leadership transfer timed out, aborted");
             }
-            if !self.conf.voters.contains(&self.cfg.id) {
+            if self.removed_and_committed() {
+                if transfer_failed {
+                    // No voter took over within an election timeout (none caught up, or the
+                    // TimeoutNow was lost). Step down: the remaining voters hold the new
+                    // configuration and elect among themselves.
+                    tracing::info!(id = self.cfg.id, "removed leader stepping down");
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
                 self.hand_over();
             }
         }
@@ -317,9 +398,18 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// True for a leader whose own removal (or demotion to learner) is committed: its job is
+    /// done and it must hand over.
+    pub(super) fn removed_and_committed(&self) -> bool {
+        !self.conf.voters.contains(&self.cfg.id) && self.log.committed >= self.conf_index
+    }
+
     /// A leader that is no longer a voter transfers leadership to the voter with the longest
     /// matching log.
-    fn hand_over(&mut self) {
+    pub(super) fn hand_over(&mut self) {
+        if self.lead_transferee.is_some() {
+            return;
+        }
         let target = self
             .progress
             .iter()
@@ -402,8 +492,6 @@ impl<S: Storage> Raft<S> {
             }
         }
         self.self_match = self.log.persisted_index();
-        // Any configuration entry in the log may not have been applied yet.
-        self.pending_conf_index = last;
         let noop = Entry {
             index: last + 1,
             term: self.term,
@@ -697,14 +785,25 @@ impl<S: Storage> Raft<S> {
         Ok(e.index)
     }
 
-    /// Proposes a new membership (leader only). Only one change may be in flight: a new one is
-    /// refused until the previous configuration entry is applied.
+    /// Proposes a new membership (leader only). Single-server changes (dissertation section
+    /// 4.1): at most one voter added or removed per change, learners freely. The new membership
+    /// takes effect on every node as soon as the entry is in its log. Refused while the previous
+    /// change is uncommitted, and until this leader has committed an entry of its own term
+    /// (Ongaro's 2015 fix: otherwise changes from two terms could form disjoint majorities).
     pub fn propose_conf_change(
         &mut self,
         conf: ConfState,
     ) -> std::result::Result<u64, ProposeError> {
-        if self.role == Role::Leader && self.pending_conf_index > self.log.applied {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.conf_change_pending() {
             return Err(ProposeError::ConfChangePending);
+        }
+        if self.log.term(self.log.committed).ok() != Some(self.term) {
+            return Err(ProposeError::LeaderNotReady);
         }
         if conf.voters.is_empty() {
             return Err(ProposeError::InvalidConfChange("no voters left".into()));
@@ -714,59 +813,99 @@ impl<S: Storage> Raft<S> {
                 "a node cannot be both voter and learner".into(),
             ));
         }
+        if conf.members().any(|id| id == 0) {
+            return Err(ProposeError::InvalidConfChange(
+                "node id 0 is reserved".into(),
+            ));
+        }
+        if self.conf.voter_delta(&conf) > 1 {
+            return Err(ProposeError::InvalidConfChange(
+                "add or remove at most one voter per change".into(),
+            ));
+        }
         let index = self.propose_entry(EntryKind::ConfChange, conf.encode())?;
-        self.pending_conf_index = index;
+        self.push_conf(index, conf);
         Ok(index)
     }
 
-    /// The application applied the configuration entry at `index`: switch to its membership.
-    /// Membership takes effect when applied (as in etcd-io/raft); only one change may be in
-    /// flight, and a new leader proposes none until everything before its term is applied, so
-    /// the old and new configurations always share a majority. Entries at or below the
-    /// membership already in force (a replay after restart) are ignored.
-    pub fn apply_conf_change(&mut self, index: u64, conf: ConfState) -> Result<()> {
-        if index <= self.conf_index {
-            // Replayed after a restart: already in force (or superseded).
-            return Ok(());
+    /// A configuration entry at `index` entered the log: it is in force from now on.
+    pub(super) fn push_conf(&mut self, index: u64, conf: ConfState) {
+        // Forget configurations nobody can need any more: keep the latest one at or below the
+        // applied index (a snapshot taken there records it, see [`Raft::conf_at`]) and all later
+        // ones (the uncommitted ones may still be overwritten).
+        let applied = self.log.applied;
+        let keep_from = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _)| *i <= applied)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep_from);
+        self.conf_history.push((index, conf));
+        self.conf_changed();
+    }
+
+    /// The log was overwritten from `from` on: configurations that lived there are gone, and
+    /// the latest one before `from` is in force again.
+    pub(super) fn truncate_confs(&mut self, from: u64) {
+        let before = self.conf_history.len();
+        while self.conf_history.len() > 1
+            && self.conf_history.last().is_some_and(|(i, _)| *i >= from)
+        {
+            self.conf_history.pop();
         }
-        self.conf_index = index;
-        self.conf = conf;
-        if self.role == Role::Leader {
-            let last = self.log.last_index()?;
-            let me = self.cfg.id;
-            let members: Vec<NodeId> = self
-                .conf
-                .voters
-                .iter()
-                .chain(self.conf.learners.iter())
-                .copied()
-                .filter(|&id| id != me)
-                .collect();
-            self.progress.retain(|id, _| members.contains(id));
-            for id in members {
-                let learner = self.conf.learners.contains(&id);
-                self.progress
-                    .entry(id)
-                    .or_insert_with(|| {
-                        let mut pr = Progress::new(last, learner);
-                        pr.recent_active = true;
-                        pr
-                    })
-                    .learner = learner;
-            }
-            if self.conf.voters.contains(&me) {
-                self.maybe_commit()?;
-            } else {
-                // Removed or demoted. Stepping down at once could strand the cluster: the
-                // remaining voters may not yet know that this change committed, so they would
-                // still need this node's vote under the old configuration while it, on the new
-                // one, would never stand. Keep leading (not counting ourselves) and hand over
-                // to the most up-to-date voter, as a leadership transfer brings it fully up to
-                // date first; `tick_leader` retries until the handover happens.
-                self.hand_over();
-            }
+        if self.conf_history.len() != before {
+            self.conf_changed();
         }
-        Ok(())
+    }
+
+    /// A snapshot replaced the log: its membership is the only one left.
+    pub(super) fn reset_confs(&mut self, index: u64, conf: ConfState) {
+        self.conf_history = vec![(index, conf)];
+        self.conf_changed();
+    }
+
+    /// Makes the last configuration of the history the one in force, and, on a leader, brings
+    /// the progress table in line with it.
+    fn conf_changed(&mut self) {
+        if let Some((i, c)) = self.conf_history.last() {
+            self.conf_index = *i;
+            self.conf = c.clone();
+        }
+        tracing::info!(
+            id = self.cfg.id,
+            index = self.conf_index,
+            voters = ?self.conf.voters,
+            learners = ?self.conf.learners,
+            "membership in force"
+        );
+        if self.role != Role::Leader {
+            return;
+        }
+        let Ok(last) = self.log.last_index() else {
+            return;
+        };
+        let me = self.cfg.id;
+        let members: Vec<NodeId> = self.conf.members().filter(|&id| id != me).collect();
+        self.progress.retain(|id, _| members.contains(id));
+        for id in members {
+            let learner = self.conf.learners.contains(&id);
+            self.progress
+                .entry(id)
+                .or_insert_with(|| {
+                    // A new member: probe from our last index; the first rejection tells us
+                    // where its log really ends.
+                    let mut pr = Progress::new(last, learner);
+                    pr.recent_active = true;
+                    pr
+                })
+                .learner = learner;
+        }
+        if self
+            .lead_transferee
+            .is_some_and(|t| !self.conf.voters.contains(&t))
+        {
+            self.lead_transferee = None;
+        }
     }
 
     /// Hands leadership to `target` (leader only): stop taking proposals, bring the target up

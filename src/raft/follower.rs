@@ -2,8 +2,9 @@
 
 use super::core::Raft;
 use super::errors::Result;
+use super::log::Appended;
 use super::storage::Storage;
-use super::types::{Message, MessageBody, ReadState, Snapshot};
+use super::types::{ConfState, Entry, EntryKind, Message, MessageBody, ReadState, Snapshot};
 
 impl<S: Storage> Raft<S> {
     pub(super) fn step_follower(&mut self, m: Message) -> Result<()> {
@@ -68,7 +69,7 @@ impl<S: Storage> Raft<S> {
         from: u64,
         prev: u64,
         prev_term: u64,
-        entries: &[super::types::Entry],
+        entries: &[Entry],
         commit: u64,
     ) -> Result<()> {
         let committed = self.log.committed;
@@ -92,7 +93,13 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         match self.log.maybe_append(prev, prev_term, entries)? {
-            Some(last_new) => {
+            Some(Appended {
+                last_new,
+                from: written_from,
+            }) => {
+                if let Some(at) = written_from {
+                    self.adopt_confs(at, entries);
+                }
                 self.log.commit_to(commit.min(last_new))?;
                 let last_index = self.log.last_index()?;
                 self.send(
@@ -130,6 +137,20 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// The log was written from `from` on with `entries` (of which those at or after `from`
+    /// are new): drop the configurations the old tail held, adopt the new ones.
+    fn adopt_confs(&mut self, from: u64, entries: &[Entry]) {
+        self.truncate_confs(from);
+        for e in entries.iter().filter(|e| e.index >= from) {
+            if e.kind == EntryKind::ConfChange {
+                match ConfState::decode(&e.data) {
+                    Some(c) => self.push_conf(e.index, c),
+                    None => tracing::error!(index = e.index, "undecodable configuration entry"),
+                }
+            }
+        }
+    }
+
     fn handle_snapshot(&mut self, from: u64, snapshot: Snapshot) -> Result<()> {
         let index = snapshot.meta.index;
         let term = snapshot.meta.term;
@@ -141,8 +162,7 @@ impl<S: Storage> Raft<S> {
             index
         } else {
             tracing::info!(id = self.cfg.id, index, term, "restoring snapshot");
-            self.conf = snapshot.meta.conf.clone();
-            self.conf_index = snapshot.meta.index;
+            self.reset_confs(snapshot.meta.index, snapshot.meta.conf.clone());
             self.log.restore(snapshot);
             index
         };

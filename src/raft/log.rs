@@ -66,6 +66,16 @@ impl Unstable {
     }
 }
 
+/// What a successful follower append did (see [`RaftLog::maybe_append`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Index of the last entry the leader sent: the log is known to match up to here.
+    pub last_new: u64,
+    /// First index written, when the append replaced or extended the log. The core uses it to
+    /// drop configurations that lived in overwritten entries and to adopt the new ones.
+    pub from: Option<u64>,
+}
+
 /// Log = storage (stable) + unstable.
 ///
 /// Invariants: `applied <= applying <= committed <= last_index()`.
@@ -214,13 +224,15 @@ impl<S: Storage> RaftLog<S> {
     /// Follower append (section 5.3): if our log matches at (`prev_index`, `prev_term`), append
     /// `ents` after it, overwriting only from the first conflicting entry, and never truncating
     /// entries that agree (a delayed or duplicated message must not shorten the log).
-    /// Returns the index of the last entry the leader sent, or `None` on mismatch.
+    /// Returns `None` on mismatch; otherwise the index of the last entry the leader sent and,
+    /// when anything was written, the index from which the log was replaced (everything at or
+    /// after it is new, and whatever was there before is gone).
     pub fn maybe_append(
         &mut self,
         prev_index: u64,
         prev_term: u64,
         ents: &[Entry],
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Option<Appended>, StorageError> {
         if !self.match_term(prev_index, prev_term) {
             return Ok(None);
         }
@@ -232,6 +244,7 @@ impl<S: Storage> RaftLog<S> {
                 break;
             }
         }
+        let mut from = None;
         if let Some(i) = conflict {
             let at = ents[i].index;
             if at <= self.committed {
@@ -241,8 +254,9 @@ impl<S: Storage> RaftLog<S> {
                 )));
             }
             self.append(&ents[i..])?;
+            from = Some(at);
         }
-        Ok(Some(last_new))
+        Ok(Some(Appended { last_new, from }))
     }
 
     /// Finds where a rejection hint should point (Raft paper section 5.3's optimisation): for a

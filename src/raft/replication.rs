@@ -134,6 +134,9 @@ impl<S: Storage> Raft<S> {
             self.log.committed = q;
             self.commit_dirty = true;
             self.maybe_start_read_round();
+            if self.removed_and_committed() {
+                self.hand_over();
+            }
             return Ok(true);
         }
         Ok(false)
