@@ -588,3 +588,64 @@ fn section_4_2_2_removed_leader_is_elected_until_its_removal_commits() {
     );
     assert_eq!(c.leader(), Some(2));
 }
+
+/// Reference: Ongaro, "bug in single-server membership changes", raft-dev, July 2015. Two
+/// single-server changes proposed in different terms, each reaching only part of the cluster,
+/// can have disjoint majorities: C1 = {1,2,3,4,5} (adding n5) and C2 = {1,2,3} (removing n4).
+/// The fix: a leader proposes no change before it has committed an entry of its own term.
+/// Here n2 tries to propose C2 right after winning term 2, and must be refused. Without the
+/// rule (try it: drop the `LeaderNotReady` check in `propose_conf_change`), C2 commits on
+/// {n2, n3}, then n1 wins under C1 with n4 and n5 and overwrites it, and the simulation's
+/// safety checks fire.
+#[test]
+fn ongaro_2015_single_server_change_bug_is_prevented() {
+    fn paper_raft(cfg: &mut Config) {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+    }
+    let mut c = Cluster::with_voters(
+        5,
+        4,
+        7,
+        Faults::none(),
+        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
+    );
+    c.config_hook = Some(paper_raft);
+    c.trace = Some(Vec::new());
+    let r = c.start_all();
+    ok(&mut c, r);
+    elect(&mut c, 1);
+    // C1: n1 adds n5 as a voter; only n5 receives it.
+    c.drop_filter = Some(Box::new(|m| {
+        m.from == 1 && m.to != 5 && matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    change_conf(&mut c, 1, |conf| {
+        conf.voters.insert(5);
+    })
+    .expect("n1 proposes C1");
+    let r = c.stabilize();
+    ok(&mut c, r);
+    c.crash(1);
+    // n2 wins term 2 with n3 and n4; its appends reach n3 only.
+    c.drop_filter = Some(Box::new(|m| {
+        m.from == 2 && m.to != 3 && matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    elect(&mut c, 2);
+    let res = change_conf(&mut c, 2, |conf| {
+        conf.voters.remove(&4);
+    });
+    if res == Err(ProposeError::LeaderNotReady) {
+        return;
+    }
+    // The rule is missing: play the rest of the counterexample so the safety checks show why
+    // it matters.
+    let r = c.stabilize();
+    ok(&mut c, r);
+    c.drop_filter = None;
+    let r = c.restart(1);
+    ok(&mut c, r);
+    elect(&mut c, 1);
+    let r = c.run_ticks(20, |_| Ok(()));
+    ok(&mut c, r);
+    panic!("n2 changed the membership before committing in its term: {res:?}");
+}
