@@ -664,15 +664,29 @@ async fn bad_input_gets_precise_status_codes() {
         assert_eq!(st.code(), Some(2), "{bad:?}");
     }
 
-    // Membership calls say plainly that they are not there yet.
-    let r = ClusterClient::new(channel(&addr))
-        .add_member(pb::AddMemberRequest {
-            id: 9,
-            addr: "x:1".into(),
-            learner: true,
-        })
-        .await;
-    assert_eq!(code(r), Code::Unimplemented);
+    // Membership calls check their input before anything reaches the log.
+    let mut admin = ClusterClient::new(channel(&addr));
+    let add = |id: u64, addr: &str| pb::AddMemberRequest {
+        id,
+        addr: addr.into(),
+        learner: true,
+    };
+    assert_eq!(
+        code(admin.add_member(add(0, "h:1")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, "")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, "no-port")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, &addr)).await),
+        Code::AlreadyExists
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::membership::{self, ConfChanged, ConfOp, LeaderView, MembershipError};
 use super::{
     open_storage, NodeConfig, NodeError, NodeHandle, NodeStatus, NodeStorage, PeerStatus, Request,
     Shared, EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE,
@@ -38,6 +39,16 @@ pub type Started = (
     JoinHandle<Result<(), NodeError>>,
 );
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
+type ConfReply = oneshot::Sender<Result<ConfChanged, NodeError>>;
+
+/// A proposed configuration entry waiting to commit.
+struct ConfWaiter {
+    /// Term the entry was proposed in: it is ours only if the log still has this term there.
+    term: u64,
+    /// The configuration it carries, returned to the caller.
+    conf: ConfState,
+    reply: ConfReply,
+}
 
 /// The task that owns `Raft<S>`.
 pub struct Driver<S: LogStore + Send + 'static> {
@@ -52,6 +63,18 @@ pub struct Driver<S: LogStore + Send + 'static> {
     proposals: BTreeMap<u64, (u64, ProposeReply)>,
     /// ReadIndex requests waiting for their ReadState, by ctx.
     reads: HashMap<u64, ReadReply>,
+    /// Membership changes waiting for their entry to commit, by index. Invariant: all were
+    /// proposed by this node in its current leadership (failed when it ends).
+    conf_waiters: BTreeMap<u64, ConfWaiter>,
+    /// The membership the transport and the status were last synced to; compared with
+    /// `raft.conf()` after every Ready, so the node follows whichever moment the core makes a
+    /// configuration take effect (on append or on apply).
+    /// `None` until the first sync.
+    known_conf: Option<ConfState>,
+    /// This node has been part of the membership it knows (so it can tell when it is removed).
+    was_member: bool,
+    /// This node was a member and is no longer in the membership.
+    removed: bool,
     next_ctx: u64,
     /// Index of the latest snapshot in storage.
     snapshot_index: u64,
@@ -64,6 +87,8 @@ impl Driver<NodeStorage> {
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
     pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
         super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
+        // A joining node starts with no membership at all (never a voter, so it never campaigns)
+        // and learns it from the leader.
         let mut conf = ConfState::with_voters(cfg.peers.keys().copied());
         conf.addrs = cfg.peers.clone();
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
@@ -74,7 +99,9 @@ impl Driver<NodeStorage> {
 impl<S: LogStore + Send + 'static> Driver<S> {
     /// Like [`Driver::start`], with an already opened storage.
     pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
-        if !cfg.peers.contains_key(&cfg.id) {
+        // An explicit member list that leaves this node out is a mistake; no list at all is a
+        // node that joins, or restarts from storage that knows the membership.
+        if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.id) {
             return Err(NodeError::Config(format!(
                 "node {} is not among the members {:?}",
                 cfg.id,
@@ -96,7 +123,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             cfg.id,
             &cfg.cluster_id,
             cfg.cluster_token.as_deref(),
-            &cfg.peers,
+            &BTreeMap::new(),
+            &cfg.routes,
             shutdown_rx,
         )
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -126,10 +154,19 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             requests: req_rx,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
+            conf_waiters: BTreeMap::new(),
+            known_conf: None,
+            was_member: false,
+            removed: false,
             next_ctx: 1,
             snapshot_index: snap.meta.index,
             was_leader: false,
         };
+        let mut driver = driver;
+        driver.sync_membership();
+        // The API reads the membership from storage in the status before the first tick (to
+        // know whether `--join` has anything to do).
+        driver.publish_status();
         let task = tokio::spawn(driver.run());
         let handle = NodeHandle {
             requests: req_tx,
@@ -161,6 +198,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             if let Err(e) = step.and_then(|()| self.process_ready()) {
                 break Err(e);
             }
+            self.sync_membership();
+            self.settle_conf_waiters();
             if let Err(e) = self.maybe_compact(false) {
                 tracing::warn!(id = self.cfg.id, error = %e, "automatic compaction failed");
             }
@@ -205,7 +244,228 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     }
 
     fn leader_addr(&self, leader: Option<NodeId>) -> Option<(NodeId, String)> {
-        leader.map(|id| (id, self.cfg.addr_of(id).unwrap_or_default().to_string()))
+        leader.map(|id| (id, self.addr_of(id)))
+    }
+
+    /// A member's address for clients: the replicated one, else the static configuration's.
+    fn addr_of(&self, id: NodeId) -> String {
+        self.raft
+            .conf()
+            .addrs
+            .get(&id)
+            .map(String::as_str)
+            .or_else(|| self.cfg.addr_of(id))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Follows the membership in force: when `raft.conf()` differs from what the transport was
+    /// set up for, reconnect (new members get a link, removed ones lose theirs), and notice
+    /// this node's own addition or removal.
+    fn sync_membership(&mut self) {
+        if self.known_conf.as_ref() == Some(self.raft.conf()) {
+            return;
+        }
+        let conf = self.raft.conf().clone();
+        let me = self.cfg.id;
+        let mut want: BTreeMap<NodeId, String> = BTreeMap::new();
+        if conf.voters.is_empty() {
+            // No membership learned yet (a fresh joiner): reach whoever we were told about, so
+            // our answers to the leader's first messages have somewhere to go.
+            want.extend(self.cfg.peers.clone());
+            want.extend(self.cfg.known_addrs.clone());
+        }
+        for id in conf.members() {
+            if let Some(a) = conf
+                .addrs
+                .get(&id)
+                .map(String::as_str)
+                .or(self.cfg.addr_of(id))
+            {
+                want.insert(id, a.to_string());
+            }
+        }
+        want.remove(&me);
+        for e in self.transport.set_peers(&want) {
+            tracing::warn!(id = me, error = %e, "cannot reach a member at its address");
+        }
+        if self.known_conf.is_some() {
+            tracing::info!(
+                id = me,
+                voters = ?conf.voters,
+                learners = ?conf.learners,
+                addrs = ?conf.addrs,
+                "membership changed"
+            );
+        }
+        let member = conf.contains(me);
+        if member && !self.was_member {
+            let role = if conf.voters.contains(&me) {
+                "voter"
+            } else {
+                "learner"
+            };
+            tracing::info!(id = me, role, "this node is a member");
+        }
+        if member && self.removed {
+            self.removed = false;
+        }
+        if !member && self.was_member && !self.removed {
+            tracing::warn!(
+                id = me,
+                "this node has been REMOVED from the cluster: it no longer takes part (it \
+                 will not campaign and receives no replication); stop it, or add it again"
+            );
+            self.removed = true;
+        }
+        self.was_member |= member;
+        self.known_conf = Some(conf);
+    }
+
+    /// Answers membership changes whose entry is committed: committed at or above its index
+    /// with the term it was proposed in means it is ours and durable on a majority.
+    fn settle_conf_waiters(&mut self) {
+        let commit = self.raft.commit_index();
+        while let Some(entry) = self.conf_waiters.first_entry() {
+            let index = *entry.key();
+            if index > commit {
+                break;
+            }
+            let w = entry.remove();
+            let ours = match self.raft.log().term(index) {
+                Ok(t) => t == w.term,
+                // Compacted: committed long ago; ours if we still lead in that term.
+                Err(_) => self.raft.role() == Role::Leader && self.raft.term() == w.term,
+            };
+            let answer = if ours {
+                tracing::info!(id = self.cfg.id, index, voters = ?w.conf.voters,
+                    learners = ?w.conf.learners, "membership change committed");
+                Ok(ConfChanged {
+                    conf: w.conf,
+                    index,
+                })
+            } else {
+                Err(NodeError::Unavailable(
+                    "the membership change was overwritten by a new leader; check Status and \
+                     retry"
+                        .into(),
+                ))
+            };
+            let _ = w.reply.send(answer);
+        }
+    }
+
+    fn change_conf(&mut self, op: ConfOp, reply: ConfReply) {
+        if self.raft.role() != Role::Leader {
+            let _ = reply.send(Err(NodeError::NotLeader {
+                leader: self.leader_addr(self.raft.leader()),
+            }));
+            return;
+        }
+        let last_index = self.raft.log().last_index().unwrap_or(0);
+        let progress = self.raft.progress();
+        let me = self.cfg.id;
+        let matched = |id: NodeId| {
+            if id == me {
+                Some(last_index)
+            } else {
+                progress.get(&id).map(|p| p.matched)
+            }
+        };
+        let view = LeaderView {
+            last_index,
+            matched: &matched,
+        };
+        let next = match membership::plan(self.raft.conf(), &view, &op) {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                let _ = reply.send(Ok(ConfChanged {
+                    conf: self.raft.conf().clone(),
+                    index: 0,
+                }));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        match self.raft.propose_conf_change(next.clone()) {
+            Ok(index) => {
+                tracing::info!(id = me, index, ?op, "membership change proposed");
+                let term = self.raft.term();
+                self.conf_waiters.insert(
+                    index,
+                    ConfWaiter {
+                        term,
+                        conf: next,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.propose_error(e)));
+            }
+        }
+    }
+
+    fn propose_error(&self, e: crate::raft::ProposeError) -> NodeError {
+        use crate::raft::ProposeError as P;
+        match e {
+            P::NotLeader { leader_hint } => NodeError::NotLeader {
+                leader: self.leader_addr(leader_hint),
+            },
+            P::ConfChangePending => MembershipError::Pending.into(),
+            P::InvalidConfChange(m) => MembershipError::FailedPrecondition(m).into(),
+            P::TransferInProgress => NodeError::Unavailable(
+                "a leadership transfer is in progress; retry in a moment".into(),
+            ),
+            P::LeaderNotReady => NodeError::Unavailable(
+                "the new leader has not committed an entry of its term yet; retry in a moment"
+                    .into(),
+            ),
+        }
+    }
+
+    fn transfer_leader(&mut self, target: NodeId) -> Result<NodeId, NodeError> {
+        if self.raft.role() != Role::Leader {
+            return Err(NodeError::NotLeader {
+                leader: self.leader_addr(self.raft.leader()),
+            });
+        }
+        let me = self.cfg.id;
+        let conf = self.raft.conf();
+        let target = if target == 0 {
+            // The most up-to-date other voter: it needs the least catching up first.
+            self.raft
+                .progress()
+                .iter()
+                .filter(|(id, _)| **id != me && conf.voters.contains(id))
+                .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    MembershipError::FailedPrecondition("there is no other voter".into())
+                })?
+        } else {
+            target
+        };
+        if target == me {
+            return Ok(me);
+        }
+        if !conf.contains(target) {
+            return Err(MembershipError::NotFound(format!("node {target} is not a member")).into());
+        }
+        if !conf.voters.contains(&target) {
+            return Err(MembershipError::FailedPrecondition(format!(
+                "node {target} is a learner; only a voter can lead"
+            ))
+            .into());
+        }
+        self.raft
+            .transfer_leader(target)
+            .map_err(|e| self.propose_error(e))?;
+        tracing::info!(id = me, to = target, "leadership transfer started");
+        Ok(target)
     }
 
     fn on_request(&mut self, r: Request) {
@@ -239,6 +499,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             Request::Snapshot { reply } => {
                 let _ = reply.send(self.maybe_compact(true));
             }
+            Request::ChangeConf { op, reply } => self.change_conf(op, reply),
+            Request::TransferLeader { target, reply } => {
+                let _ = reply.send(self.transfer_leader(target));
+            }
         }
     }
 
@@ -255,6 +519,16 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         for (_, reply) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(err()));
         }
+        for (_, w) in std::mem::take(&mut self.conf_waiters) {
+            let _ = w.reply.send(Err(match err() {
+                NodeError::NotLeader { .. } => NodeError::Unavailable(
+                    "leadership was lost before the membership change committed: outcome \
+                     unknown; check Status and retry"
+                        .into(),
+                ),
+                other => other,
+            }));
+        }
     }
 
     fn process_ready(&mut self) -> Result<(), NodeError> {
@@ -266,6 +540,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     }
 
     fn handle_ready(&mut self, mut rd: Ready) -> Result<(), NodeError> {
+        // A change that committed in the step that also cost us leadership is still a success.
+        self.settle_conf_waiters();
+        // New members get a link before this Ready's messages go out.
+        self.sync_membership();
         if let Some(ss) = rd.soft_state {
             tracing::info!(
                 id = self.cfg.id,
@@ -380,6 +658,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             }
         }
         for (index, c) in confs {
+            // core-on-append: remove
             self.raft.apply_conf_change(index, c)?;
         }
         for (index, term, outcome) in outcomes {
@@ -471,7 +750,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .iter()
                 .map(|(&id, p)| PeerStatus {
                     id,
-                    addr: self.cfg.addr_of(id).unwrap_or_default().to_string(),
+                    addr: self.addr_of(id),
                     match_index: p.matched,
                     next_index: p.next,
                     lag: last_index.saturating_sub(p.matched),
@@ -487,7 +766,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             addr: self.cfg.advertised_addr(),
             role: r.role(),
             term: r.term(),
-            leader_id: r.leader(),
+            // A removed node hears from no leader any more; do not send clients to a stale one.
+            leader_id: if self.removed { None } else { r.leader() },
             commit_index: r.commit_index(),
             applied_index: r.applied_index(),
             last_index,
@@ -495,6 +775,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             peers,
             voters: r.conf().voters.iter().copied().collect(),
             learners: r.conf().learners.iter().copied().collect(),
+            addrs: r.conf().addrs.clone(),
+            removed: self.removed,
             cluster_id: self.cfg.cluster_id.clone(),
         };
         self.shared.status.send_if_modified(|cur| {

@@ -363,7 +363,10 @@ mod tests {
         for cut in 1..enc.len() {
             let d = ConfState::decode(&enc[..cut]);
             // Cutting exactly before the address section decodes the ids alone.
-            assert!(d.is_none() || d.as_ref().is_some_and(|d| d.addrs.is_empty()), "cut {cut}");
+            assert!(
+                d.is_none() || d.as_ref().is_some_and(|d| d.addrs.is_empty()),
+                "cut {cut}"
+            );
         }
         let mut bad = enc.to_vec();
         let n = bad.len();
