@@ -98,7 +98,9 @@ impl Clock {
 
 struct Shared {
     clock: Clock,
-    addrs: Vec<SocketAddr>,
+    /// The members' client addresses; membership faults change them. std RwLock: never held
+    /// across an await.
+    addrs: std::sync::RwLock<Vec<SocketAddr>>,
     ops: Mutex<Vec<Op>>,
     stop_clients: AtomicBool,
     stop_subs: AtomicBool,
@@ -107,6 +109,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The `i`-th member's address (modulo the member count), for clients that rotate.
+    fn addr(&self, i: usize) -> SocketAddr {
+        let a = self.addrs.read().unwrap_or_else(|e| e.into_inner());
+        a.get(i % a.len().max(1))
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+
     /// Appends one operation to the history.
     fn record(&self, op: Op) {
         // A poisoned lock only means another client task panicked; the history is still valid.
@@ -146,7 +156,7 @@ fn retryable(code: Code) -> bool {
 /// acknowledged or its 20 s budget runs out.
 async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut node = k % sh.addrs.len();
+    let mut node = k;
     let mut n = 0u64;
     while !sh.stop_clients.load(Ordering::Relaxed) {
         n += 1;
@@ -156,7 +166,7 @@ async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
         let mut acked = None;
         let mut returned = invoked;
         loop {
-            let mut c = client(sh.addrs[node]);
+            let mut c = client(sh.addr(node));
             let r = c
                 .send_message(pb::SendMessageRequest {
                     room: ROOM.into(),
@@ -174,7 +184,7 @@ async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
                     break;
                 }
                 Err(st) if retryable(st.code()) && Instant::now() < deadline => {
-                    node = (node + 1) % sh.addrs.len();
+                    node += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(st) => {
@@ -198,12 +208,12 @@ const READ_LIMIT: u32 = 1000;
 
 /// One reader: linearizable reads of the room's last few messages.
 async fn reader(sh: Arc<Shared>, k: usize) {
-    let mut node = k % sh.addrs.len();
+    let mut node = k;
     let mut known_len = 0u64;
     while !sh.stop_clients.load(Ordering::Relaxed) {
         let from_seq = known_len.saturating_sub(5).max(1);
         let invoked = sh.clock.now();
-        let r = client(sh.addrs[node])
+        let r = client(sh.addr(node))
             .get_history(pb::GetHistoryRequest {
                 room: ROOM.into(),
                 from_seq,
@@ -236,7 +246,7 @@ async fn reader(sh: Arc<Shared>, k: usize) {
                     ids: Vec::new(),
                 });
             }
-            Err(_) => node = (node + 1) % sh.addrs.len(),
+            Err(_) => node += 1,
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -261,7 +271,7 @@ async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
         if done(next) {
             return sub;
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addrs[node]))
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addr(node)))
             .map(|e| e.connect_timeout(Duration::from_millis(300)).connect_lazy())
             .unwrap_or_else(|_| unreachable_channel());
         let r = ChatServiceClient::new(ch)
@@ -289,7 +299,7 @@ async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
                 }
             }
         }
-        node = (node + 1) % sh.addrs.len();
+        node += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -333,6 +343,9 @@ enum Fault {
     Partition,
     IsolateLeader,
     OneWay,
+    /// Grow, shrink or replace (remove one node, the leader included, then add a fresh one),
+    /// keeping 3 to 5 members.
+    Membership,
 }
 
 /// Runs the whole chaos session against a started cluster.
@@ -340,7 +353,7 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let ids = cluster.ids();
     let sh = Arc::new(Shared {
         clock: Clock(Instant::now()),
-        addrs: ids.iter().map(|&i| cluster.addr(i)).collect(),
+        addrs: std::sync::RwLock::new(ids.iter().map(|&i| cluster.addr(i)).collect()),
         ops: Mutex::new(Vec::new()),
         stop_clients: AtomicBool::new(false),
         stop_subs: AtomicBool::new(false),
@@ -372,8 +385,10 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
             Fault::Partition,
             Fault::IsolateLeader,
             Fault::OneWay,
-        ][rng.usize(0..5)];
+            Fault::Membership,
+        ][rng.usize(0..6)];
         let hold = Duration::from_millis(1000 + rng.u64(0..2000));
+        let ids = cluster.ids();
         let target = ids[rng.usize(0..ids.len())];
         faults += 1;
         match fault {
@@ -426,11 +441,13 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
                 tokio::time::sleep(hold).await;
                 cluster.heal();
             }
+            Fault::Membership => membership_fault(cluster, &sh, &mut rng, faults).await,
         }
         let calm = Duration::from_millis(500 + rng.u64(0..1500));
         tokio::time::sleep(calm.min(end.saturating_duration_since(Instant::now()))).await;
     }
 
+    let ids = cluster.ids();
     // Stop the faults and the load; let the cluster converge.
     println!("chaos: faults over; stopping load and waiting for convergence");
     cluster.heal();
@@ -549,6 +566,66 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
         println!("chaos: history written to {}", cfg.history_file.display());
     }
     report
+}
+
+/// Changes the membership while the load runs, keeping 3 to 5 members: add a fresh node, remove
+/// one (sometimes the leader), or replace one (remove, then add). Ids are never reused, so once
+/// they run out only removals remain possible.
+async fn membership_fault(
+    cluster: &mut LocalCluster,
+    sh: &Shared,
+    rng: &mut fastrand::Rng,
+    n: u64,
+) {
+    let size = cluster.ids().len();
+    let can_add = cluster.next_id().is_some();
+    let (remove, add) = match (size, can_add) {
+        (s, true) if s <= 3 => (rng.bool(), true),
+        (s, _) if s >= 5 => (true, false),
+        (_, true) => match rng.u8(0..3) {
+            0 => (false, true),
+            1 => (true, false),
+            _ => (true, true),
+        },
+        (s, false) if s > 3 => (true, false),
+        _ => (false, false),
+    };
+    if !remove && !add {
+        println!("chaos: fault #{n}: membership change skipped (no node id left)");
+        return;
+    }
+    if remove {
+        let leader = current_leader(cluster).await;
+        let ids = cluster.ids();
+        let victim = match leader {
+            Some(l) if rng.u8(0..3) == 0 => l,
+            _ => {
+                let others: Vec<NodeId> =
+                    ids.iter().copied().filter(|&i| Some(i) != leader).collect();
+                others[rng.usize(0..others.len())]
+            }
+        };
+        let what = if Some(victim) == leader {
+            " (the leader)"
+        } else {
+            ""
+        };
+        println!("chaos: fault #{n}: remove n{victim}{what} from the membership");
+        match cluster.remove_node(victim).await {
+            Ok(voters) => println!("chaos: removed n{victim}; voters {voters:?}"),
+            Err(e) => println!("chaos: removing n{victim} failed: {e}"),
+        }
+    }
+    if add {
+        let next = cluster.next_id().unwrap_or(0);
+        println!("chaos: fault #{n}: add a fresh node n{next}");
+        match cluster.add_node(Duration::from_secs(60)).await {
+            Ok(id) => println!("chaos: n{id} joined as a voter"),
+            Err(e) => println!("chaos: adding n{next} failed: {e}"),
+        }
+    }
+    let addrs: Vec<SocketAddr> = cluster.ids().iter().map(|&i| cluster.addr(i)).collect();
+    *sh.addrs.write().unwrap_or_else(|e| e.into_inner()) = addrs;
 }
 
 async fn current_leader(cluster: &mut LocalCluster) -> Option<NodeId> {
