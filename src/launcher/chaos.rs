@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::cluster::{LocalCluster, NodeId};
+pub use super::history::check_history_file;
+use super::history::write_history;
 use crate::check::{check_room, MsgId, Op, Subscription, Violation};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
@@ -348,7 +350,8 @@ enum Fault {
     Membership,
 }
 
-/// Runs the whole chaos session against a started cluster.
+/// Runs the whole chaos session against a started cluster. Faults come in rounds: each round
+/// injects every kind once, in an order the seed picks.
 pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let ids = cluster.ids();
     let sh = Arc::new(Shared {
@@ -377,16 +380,22 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let end = Instant::now() + cfg.duration;
     let mut faults = 0u64;
+    let mut round: Vec<Fault> = Vec::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
     while Instant::now() + Duration::from_secs(2) < end {
-        let fault = [
-            Fault::KillRestart,
-            Fault::Pause,
-            Fault::Partition,
-            Fault::IsolateLeader,
-            Fault::OneWay,
-            Fault::Membership,
-        ][rng.usize(0..6)];
+        // Rounds of every fault kind in a seeded order: even a short run sees each kind.
+        if round.is_empty() {
+            round = vec![
+                Fault::KillRestart,
+                Fault::Pause,
+                Fault::Partition,
+                Fault::IsolateLeader,
+                Fault::OneWay,
+                Fault::Membership,
+            ];
+            rng.shuffle(&mut round);
+        }
+        let Some(fault) = round.pop() else { break };
         let hold = Duration::from_millis(1000 + rng.u64(0..2000));
         let ids = cluster.ids();
         let target = ids[rng.usize(0..ids.len())];
@@ -659,186 +668,4 @@ async fn wait_converged(cluster: &mut LocalCluster, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     false
-}
-
-fn write_history(
-    path: &std::path::Path,
-    ops: &[Op],
-    log: &[MsgId],
-    subs: &[Subscription],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for op in ops {
-        let line = match op {
-            Op::Send {
-                id,
-                invoked,
-                returned,
-                acked,
-            } => serde_json::json!({"op": "send", "id": id, "invoked_us": invoked,
-                "returned_us": returned, "acked_seq": acked}),
-            Op::Read {
-                invoked,
-                returned,
-                from_seq,
-                ids,
-            } => serde_json::json!({"op": "read", "invoked_us": invoked, "returned_us": returned,
-                "from_seq": from_seq, "ids": ids}),
-        };
-        writeln!(f, "{line}")?;
-    }
-    for s in subs {
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({"op": "subscription", "name": s.name, "from_seq": s.from_seq,
-                "seen": s.seen})
-        )?;
-    }
-    writeln!(f, "{}", serde_json::json!({"op": "final_log", "ids": log}))?;
-    f.flush()
-}
-
-/// Re-checks a history file written by a chaos run (`run_n_clients --check FILE`), so that a
-/// failing run can be examined again, or a fixed checker re-run, without the cluster.
-pub fn check_history_file(path: &std::path::Path) -> Result<ChaosReport, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut ops = Vec::new();
-    let mut subs = Vec::new();
-    let mut log: Option<Vec<MsgId>> = None;
-    for (n, line) in text.lines().enumerate() {
-        let bad = |what: &str| format!("{}:{}: {what}", path.display(), n + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let u = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .ok_or_else(|| bad(&format!("missing {k}")))
-        };
-        let ids = |k: &str| -> Result<Vec<MsgId>, String> {
-            v.get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| bad(&format!("missing {k}")))?
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad("an id is not a string"))
-                })
-                .collect()
-        };
-        match v.get("op").and_then(|x| x.as_str()) {
-            Some("send") => ops.push(Op::Send {
-                id: v
-                    .get("id")
-                    .and_then(|x| x.as_str())
-                    .ok_or_else(|| bad("missing id"))?
-                    .to_string(),
-                invoked: u("invoked_us")?,
-                returned: u("returned_us")?,
-                acked: v.get("acked_seq").and_then(|x| x.as_u64()),
-            }),
-            Some("read") => ops.push(Op::Read {
-                invoked: u("invoked_us")?,
-                returned: u("returned_us")?,
-                from_seq: u("from_seq")?,
-                ids: ids("ids")?,
-            }),
-            Some("subscription") => {
-                let seen = v
-                    .get("seen")
-                    .and_then(|x| x.as_array())
-                    .ok_or_else(|| bad("missing seen"))?
-                    .iter()
-                    .map(|p| {
-                        match (
-                            p.get(0).and_then(|x| x.as_u64()),
-                            p.get(1).and_then(|x| x.as_str()),
-                        ) {
-                            (Some(s), Some(id)) => Ok((s, id.to_string())),
-                            _ => Err(bad("a seen entry is not [seq, id]")),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?;
-                subs.push(Subscription {
-                    name: v
-                        .get("name")
-                        .and_then(|x| x.as_str())
-                        .unwrap_or("subscriber")
-                        .to_string(),
-                    from_seq: u("from_seq")?,
-                    seen,
-                });
-            }
-            Some("final_log") => log = Some(ids("ids")?),
-            _ => return Err(bad("unknown op")),
-        }
-    }
-    let log = log.ok_or_else(|| format!("{}: no final_log line", path.display()))?;
-    let mut report = ChaosReport::default();
-    match check_room(&ops, &log, &subs) {
-        Ok(s) => {
-            report.acked = s.acked;
-            report.reads = s.reads;
-            report.delivered = s.delivered;
-        }
-        Err(vs) => {
-            for v in vs {
-                match &v {
-                    Violation::Lost { .. } => report.lost += 1,
-                    Violation::Duplicated { .. } => report.duplicated += 1,
-                    _ => {}
-                }
-                report.violations.push(v.to_string());
-            }
-        }
-    }
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_written_history_checks_the_same_when_read_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("h.jsonl");
-        let ops = vec![
-            Op::Send {
-                id: "a".into(),
-                invoked: 0,
-                returned: 10,
-                acked: Some(1),
-            },
-            Op::Send {
-                id: "b".into(),
-                invoked: 11,
-                returned: 20,
-                acked: Some(2),
-            },
-            Op::Read {
-                invoked: 25,
-                returned: 30,
-                from_seq: 1,
-                ids: vec!["a".into()],
-            },
-        ];
-        let subs = vec![Subscription {
-            name: "s".into(),
-            from_seq: 1,
-            seen: vec![(1, "a".into()), (2, "b".into())],
-        }];
-        let log: Vec<MsgId> = vec!["a".into(), "b".into()];
-        write_history(&path, &ops, &log, &subs).expect("write");
-        let r = check_history_file(&path).expect("parse");
-        // The read at t=25 missed "b", acknowledged at t=20: a stale read, found again.
-        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert!(r.violations[0].contains("not linearizable"));
-        std::fs::write(&path, "{\"op\":\"nonsense\"}\n").expect("write");
-        assert!(check_history_file(&path).is_err());
-    }
 }

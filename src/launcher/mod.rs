@@ -4,11 +4,13 @@
 //!   pauses, restarts and partitions them;
 //! - [`proxy`]: the fault-injecting TCP proxy on each peer link;
 //! - [`commands`]: the stdin command language;
-//! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check.
+//! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check;
+//! - [`history`]: the chaos history file, written and re-checked.
 
 pub mod chaos;
 pub mod cluster;
 pub mod commands;
+pub mod history;
 pub mod proxy;
 
 use std::collections::BTreeMap;

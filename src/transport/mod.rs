@@ -481,6 +481,45 @@ mod tests {
         assert_eq!((a, b), (ae(2, 4, 1, &[5], 4), hb));
     }
 
+    #[tokio::test]
+    async fn peers_follow_the_membership_and_routes_override_addresses() {
+        let (_stop, shutdown) = watch::channel(false);
+        let routes = BTreeMap::from([(3, "127.0.0.1:9003".to_string())]);
+        let start = BTreeMap::from([
+            (1, "127.0.0.1:7001".to_string()),
+            (2, "127.0.0.1:7002".to_string()),
+            (3, "127.0.0.1:7003".to_string()),
+        ]);
+        let mut t = Transport::start(1, "c", None, &start, &routes, shutdown).unwrap();
+        // Never a link to ourselves; node 3 is dialled at its route.
+        assert_eq!(
+            t.peers(),
+            BTreeMap::from([
+                (2, "127.0.0.1:7002".to_string()),
+                (3, "127.0.0.1:9003".to_string())
+            ])
+        );
+        // 2 removed, 4 added, 3 moved (its route still wins); a bad address is reported and
+        // skipped without touching the others.
+        let next = BTreeMap::from([
+            (3, "127.0.0.1:8003".to_string()),
+            (4, "127.0.0.1:7004".to_string()),
+            (5, "bad address with spaces".to_string()),
+        ]);
+        let errors = t.set_peers(&next);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            t.peers(),
+            BTreeMap::from([
+                (3, "127.0.0.1:9003".to_string()),
+                (4, "127.0.0.1:7004".to_string())
+            ])
+        );
+        // Messages to a removed peer are dropped, not queued.
+        t.send(vec![ae(2, 0, 0, &[1], 0)]);
+        assert_eq!(t.stats().dropped_full.load(Ordering::Relaxed), 0);
+    }
+
     fn ack(term: u64, success: bool, match_index: u64) -> Message {
         Message {
             from: 2,
