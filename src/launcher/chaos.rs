@@ -578,7 +578,7 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
 }
 
 /// Changes the membership while the load runs, keeping 3 to 5 members: add a fresh node, remove
-/// one (sometimes the leader), or replace one (remove, then add). Ids are never reused, so once
+/// one (sometimes the leader), or replace one (add, then remove an old one). Ids are never reused, so once
 /// they run out only removals remain possible.
 async fn membership_fault(
     cluster: &mut LocalCluster,
@@ -603,16 +603,30 @@ async fn membership_fault(
         println!("chaos: fault #{n}: membership change skipped (no node id left)");
         return;
     }
-    if remove {
-        let leader = current_leader(cluster).await;
-        let ids = cluster.ids();
-        let victim = match leader {
-            Some(l) if rng.u8(0..3) == 0 => l,
-            _ => {
-                let others: Vec<NodeId> =
-                    ids.iter().copied().filter(|&i| Some(i) != leader).collect();
-                others[rng.usize(0..others.len())]
+    // Add before removing, so a replacement never drops below the starting size.
+    let mut added = None;
+    if add {
+        let next = cluster.next_id().unwrap_or(0);
+        println!("chaos: fault #{n}: add a fresh node n{next}");
+        match cluster.add_node(Duration::from_secs(60)).await {
+            Ok(id) => {
+                println!("chaos: n{id} joined as a voter");
+                added = Some(id);
             }
+            Err(e) => println!("chaos: adding n{next} failed: {e}"),
+        }
+    }
+    // Never below three members (a replacement whose add failed removes nobody).
+    if remove && cluster.ids().len() > 3 {
+        let leader = current_leader(cluster).await;
+        let others: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&i| Some(i) != leader && Some(i) != added)
+            .collect();
+        let victim = match leader {
+            Some(l) if rng.u8(0..3) == 0 || others.is_empty() => l,
+            _ => others[rng.usize(0..others.len().max(1))],
         };
         let what = if Some(victim) == leader {
             " (the leader)"
@@ -623,14 +637,6 @@ async fn membership_fault(
         match cluster.remove_node(victim).await {
             Ok(voters) => println!("chaos: removed n{victim}; voters {voters:?}"),
             Err(e) => println!("chaos: removing n{victim} failed: {e}"),
-        }
-    }
-    if add {
-        let next = cluster.next_id().unwrap_or(0);
-        println!("chaos: fault #{n}: add a fresh node n{next}");
-        match cluster.add_node(Duration::from_secs(60)).await {
-            Ok(id) => println!("chaos: n{id} joined as a voter"),
-            Err(e) => println!("chaos: adding n{next} failed: {e}"),
         }
     }
     let addrs: Vec<SocketAddr> = cluster.ids().iter().map(|&i| cluster.addr(i)).collect();

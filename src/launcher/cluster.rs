@@ -100,6 +100,10 @@ pub struct LocalCluster {
     /// Highest id ever started; `add` uses the next one.
     last_id: NodeId,
     proxies: BTreeMap<(NodeId, NodeId), LinkProxy>,
+    /// Ports of ids not started yet, held open until `add` starts them: otherwise the kernel
+    /// may hand one out as the local port of some outgoing connection (they are in the
+    /// ephemeral range), and the node could not listen on it.
+    reserved: BTreeMap<NodeId, std::net::TcpListener>,
     /// Links currently cut, as (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
     delay: Duration,
@@ -127,6 +131,13 @@ impl LocalCluster {
                 })
                 .collect(),
             last_id: cfg.nodes,
+            reserved: (cfg.nodes + 1..=MAX_NODES)
+                .filter_map(|j| {
+                    std::net::TcpListener::bind(node_addr(&cfg, j))
+                        .ok()
+                        .map(|l| (j, l))
+                })
+                .collect(),
             cfg,
             proxies: BTreeMap::new(),
             cut: BTreeSet::new(),
@@ -384,6 +395,8 @@ impl LocalCluster {
                 joined: true,
             },
         );
+        self.ensure_proxies(id).await?;
+        self.reserved.remove(&id);
         self.spawn(id).await?;
         let end = tokio::time::Instant::now() + limit;
         loop {
