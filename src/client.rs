@@ -16,6 +16,8 @@ use crate::pb::cluster_client::ClusterClient;
 
 /// How long a client command keeps failing over before giving up.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one membership call may take: adding a voter waits up to 30 s for it to catch up.
+const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(45);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Errors of client commands.
@@ -82,12 +84,143 @@ impl Client {
     }
 
     fn channel(&self, i: usize) -> Result<Channel, ClientError> {
+        self.channel_with_timeout(i, Duration::from_secs(10))
+    }
+
+    fn channel_with_timeout(&self, i: usize, timeout: Duration) -> Result<Channel, ClientError> {
         let a = &self.addrs[i % self.addrs.len()];
         Ok(Endpoint::from_shared(a.clone())
             .map_err(|e| ClientError::BadAddress(a.clone(), e.to_string()))?
             .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .connect_lazy())
+    }
+
+    /// Points the client at the leader named in an UNAVAILABLE answer's `x-rustyraft-leader`
+    /// metadata (adding its address to the list); rotates to the next address when there is
+    /// none. Returns whether a leader hint was followed.
+    fn follow_leader_hint(&mut self, st: &tonic::Status) -> bool {
+        let hint = st
+            .metadata()
+            .get(crate::api::LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once('='))
+            .map(|(_, a)| a.trim().to_string())
+            .filter(|a| !a.is_empty());
+        let Some(addr) = hint else {
+            self.rotate();
+            return false;
+        };
+        let url = if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        };
+        if Endpoint::from_shared(url.clone()).is_err() {
+            self.rotate();
+            return false;
+        }
+        match self.addrs.iter().position(|a| *a == url) {
+            Some(i) => self.current = i,
+            None => {
+                self.addrs.push(url);
+                self.current = self.addrs.len() - 1;
+            }
+        }
+        true
+    }
+
+    /// Runs one membership call against the leader: follows leader redirects, and retries
+    /// on UNAVAILABLE (no leader, a new leader not ready yet, a node down) until `deadline`.
+    /// When an earlier try's outcome was unknown (leadership lost mid-change) and a retry is
+    /// refused because the change already holds (a removed node is NOT_FOUND, a promoted one is
+    /// already a voter), the call succeeds: the first try did it.
+    pub async fn membership(
+        &mut self,
+        call: &MembershipCall,
+        deadline: Duration,
+    ) -> Result<MembershipReply, ClientError> {
+        let deadline = tokio::time::Instant::now() + deadline;
+        let mut ambiguous = false;
+        loop {
+            let ch = self.channel_with_timeout(self.current, MEMBERSHIP_CALL_TIMEOUT)?;
+            let mut c = ClusterClient::new(ch);
+            let res = match call {
+                MembershipCall::Add { id, addr, learner } => c
+                    .add_member(pb::AddMemberRequest {
+                        id: *id,
+                        addr: addr.clone(),
+                        learner: *learner,
+                    })
+                    .await
+                    .map(|r| MembershipReply::Conf(r.into_inner())),
+                MembershipCall::Promote { id } => c
+                    .promote_learner(pb::PromoteLearnerRequest { id: *id })
+                    .await
+                    .map(|r| MembershipReply::Conf(r.into_inner())),
+                MembershipCall::Remove { id } => c
+                    .remove_member(pb::RemoveMemberRequest { id: *id })
+                    .await
+                    .map(|r| MembershipReply::Conf(r.into_inner())),
+                MembershipCall::TransferLeader { id } => c
+                    .transfer_leader(pb::TransferLeaderRequest { id: *id })
+                    .await
+                    .map(|r| MembershipReply::Leader(r.into_inner().leader_id)),
+            };
+            let st = match res {
+                Ok(r) => return Ok(r),
+                Err(st) => st,
+            };
+            let already_done = ambiguous
+                && matches!(
+                    (call, st.code()),
+                    (MembershipCall::Remove { .. }, Code::NotFound)
+                        | (MembershipCall::Promote { .. }, Code::FailedPrecondition)
+                );
+            if already_done {
+                if let Ok(conf) = self.conf_if_done(call).await {
+                    return Ok(MembershipReply::Conf(conf));
+                }
+            }
+            if !retryable(st.code()) || tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Status {
+                    code: st.code(),
+                    message: st.message().to_string(),
+                });
+            }
+            if st.message().contains("outcome unknown") || st.code() != Code::Unavailable {
+                ambiguous = true;
+            }
+            if !self.follow_leader_hint(&st) {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    /// The membership as the current node reports it, if `call`'s change already holds there.
+    async fn conf_if_done(&self, call: &MembershipCall) -> Result<pb::MembershipResponse, ()> {
+        let mut c = ClusterClient::new(self.channel(self.current).map_err(|_| ())?);
+        let s = c
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|_| ())?
+            .into_inner();
+        let done = match call {
+            MembershipCall::Remove { id } => !s.voters.contains(id) && !s.learners.contains(id),
+            MembershipCall::Promote { id } => s.voters.contains(id),
+            _ => false,
+        };
+        if !done {
+            return Err(());
+        }
+        Ok(pb::MembershipResponse {
+            conf: Some(pb::ConfState {
+                voters: s.voters,
+                learners: s.learners,
+                addresses: s.addresses,
+            }),
+            index: 0,
+        })
     }
 
     fn rotate(&mut self) {
@@ -264,6 +397,65 @@ impl Client {
     }
 }
 
+/// One membership call of `raft_client cluster` (and of a node's `--join`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipCall {
+    /// `AddMember`.
+    Add {
+        /// New node id.
+        id: u64,
+        /// Its host:port.
+        addr: String,
+        /// Stay a learner.
+        learner: bool,
+    },
+    /// `PromoteLearner`.
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// `RemoveMember`.
+    Remove {
+        /// The member.
+        id: u64,
+    },
+    /// `TransferLeader` (0: the most up-to-date other voter).
+    TransferLeader {
+        /// The target voter.
+        id: u64,
+    },
+}
+
+/// What a membership call answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MembershipReply {
+    /// The membership after a change (index 0: nothing had to change).
+    Conf(pb::MembershipResponse),
+    /// The new leader after a transfer.
+    Leader(u64),
+}
+
+/// A membership on one line per role: `voters: 1=127.0.0.1:50051 2=...` / `learners: ...`.
+pub fn format_conf(c: &pb::ConfState) -> String {
+    let list = |ids: &[u64]| {
+        if ids.is_empty() {
+            return "(none)".to_string();
+        }
+        ids.iter()
+            .map(|id| match c.addresses.get(id) {
+                Some(a) => format!("{id}={a}"),
+                None => id.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "voters: {}\nlearners: {}",
+        list(&c.voters),
+        list(&c.learners)
+    )
+}
+
 /// Human-readable role name.
 pub fn role_name(role: i32) -> &'static str {
     match pb::Role::try_from(role) {
@@ -298,6 +490,9 @@ pub fn status_json(all: &[(String, Result<pb::StatusResponse, String>)]) -> serd
                 "last_index": s.last_index,
                 "snapshot_index": s.snapshot_index,
                 "voters": s.voters,
+                "learners": s.learners,
+                "addresses": s.addresses,
+                "removed": s.removed,
                 "cluster_id": s.cluster_id,
                 "peers": s.peers.iter().map(|p| serde_json::json!({
                     "id": p.id, "addr": p.addr, "match_index": p.match_index,
@@ -330,6 +525,19 @@ pub fn status_table(all: &[(String, Result<pb::StatusResponse, String>)]) -> Str
                     s.applied_index,
                     s.snapshot_index
                 ));
+                if s.role == pb::Role::Leader as i32 {
+                    let conf = pb::ConfState {
+                        voters: s.voters.clone(),
+                        learners: s.learners.clone(),
+                        addresses: s.addresses.clone(),
+                    };
+                    for line in format_conf(&conf).lines() {
+                        out.push_str(&format!("    {line}\n"));
+                    }
+                }
+                if s.removed {
+                    out.push_str("    removed from the cluster: takes no further part\n");
+                }
                 for p in &s.peers {
                     out.push_str(&format!(
                         "    peer {:>3} {:<22} match={:<8} lag={:<6} {}\n",
@@ -337,7 +545,12 @@ pub fn status_table(all: &[(String, Result<pb::StatusResponse, String>)]) -> Str
                         p.addr,
                         p.match_index,
                         p.lag,
-                        if p.active { "active" } else { "inactive" }
+                        match (p.active, p.learner) {
+                            (true, false) => "active",
+                            (false, false) => "inactive",
+                            (true, true) => "active learner",
+                            (false, true) => "inactive learner",
+                        }
                     ));
                 }
             }

@@ -3,307 +3,20 @@
 //! assertion depends on a sleep. Every child is killed when its `Cluster` guard drops, even when
 //! a test panics.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//!
+//! The harness lives in `tests/support` (shared with `tests/membership.rs`); the node binary is
+//! Cargo's build or the one named by `RUSTYRAFT_NODE_BIN` (CI runs this file against the
+//! Bazel-built binary too).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
 
 use rustyraft::pb;
-use rustyraft::pb::chat_service_client::ChatServiceClient;
 use rustyraft::pb::cluster_client::ClusterClient;
-use tonic::transport::Channel;
+use support::*;
 use tonic::Code;
-
-/// The node binary under test: Cargo's build, or another build of the same code (CI runs these
-/// tests again on the Bazel-built binary) named by `RUSTYRAFT_NODE_BIN`.
-fn bin() -> String {
-    std::env::var("RUSTYRAFT_NODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_raft_client").into())
-}
-/// Upper bound for any awaited condition; generous because CI machines are small and shared.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-struct Node {
-    id: u64,
-    addr: String,
-    child: Option<Child>,
-}
-
-/// A local cluster; kills every child on drop.
-struct Cluster {
-    nodes: BTreeMap<u64, Node>,
-    peers: String,
-    dir: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl Cluster {
-    fn start(n: u64, extra: &[&str]) -> Cluster {
-        let nodes: BTreeMap<u64, Node> = (1..=n)
-            .map(|id| {
-                (
-                    id,
-                    Node {
-                        id,
-                        addr: format!("127.0.0.1:{}", free_port()),
-                        child: None,
-                    },
-                )
-            })
-            .collect();
-        let peers = nodes
-            .values()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            nodes,
-            peers,
-            dir: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
-        }
-        c
-    }
-
-    fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("node-{id}"))
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let data_dir = self.data_dir(id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node-{id}.log")))
-            .unwrap();
-        let node = self.nodes.get_mut(&id).unwrap();
-        let child = Command::new(bin())
-            .arg("run")
-            .arg(id.to_string())
-            .arg(&node.addr)
-            .arg(&self.peers)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
-    }
-
-    fn kill9(&mut self, id: u64) {
-        if let Some(mut c) = self.nodes.get_mut(&id).unwrap().child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-
-    fn addr(&self, id: u64) -> String {
-        self.nodes[&id].addr.clone()
-    }
-
-    fn live(&self) -> Vec<u64> {
-        self.nodes
-            .values()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.id)
-            .collect()
-    }
-
-    fn live_addrs(&self) -> String {
-        self.live()
-            .iter()
-            .map(|&id| self.addr(id))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Waits until every live node reports the same leader, which is live and says it leads.
-    async fn leader(&self) -> u64 {
-        let live = self.live();
-        wait_for("a leader agreed by every live node", || async {
-            let mut leader = None;
-            for &id in &live {
-                let s = status(&self.addr(id)).await.ok()?;
-                if s.leader_id == 0 || !live.contains(&s.leader_id) {
-                    return None;
-                }
-                if *leader.get_or_insert(s.leader_id) != s.leader_id {
-                    return None;
-                }
-            }
-            let l = leader?;
-            let s = status(&self.addr(l)).await.ok()?;
-            (s.role == pb::Role::Leader as i32).then_some(l)
-        })
-        .await
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for id in self.nodes.keys() {
-            let p = self.dir.path().join(format!("node-{id}.log"));
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("--- node {id} (last lines) ---\n"));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for id in ids {
-            self.kill9(id);
-        }
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(15))
-        .connect_lazy()
-}
-
-fn chat(addr: &str) -> ChatServiceClient<Channel> {
-    ChatServiceClient::new(channel(addr))
-}
-
-async fn status(addr: &str) -> Result<pb::StatusResponse, tonic::Status> {
-    Ok(ClusterClient::new(channel(addr))
-        .status(pb::StatusRequest {})
-        .await?
-        .into_inner())
-}
-
-async fn send_to(
-    addr: &str,
-    room: &str,
-    text: &str,
-    id: &str,
-) -> Result<pb::Message, tonic::Status> {
-    let r = chat(addr)
-        .send_message(pb::SendMessageRequest {
-            room: room.into(),
-            author: "tester".into(),
-            text: text.into(),
-            client_request_id: id.into(),
-        })
-        .await?;
-    Ok(r.into_inner().message.unwrap())
-}
-
-/// Sends through any of the given nodes, failing over like a real client, with one request id.
-async fn send_any(addrs: &str, room: &str, text: &str, id: &str) -> pb::Message {
-    let mut c = rustyraft::client::Client::new(addrs).unwrap();
-    c.send(room, "tester", text, Some(id.to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("send {id} failed: {e}"))
-}
-
-/// The whole room as seen locally by one node (SEQUENTIAL), once `min_index` is applied there.
-async fn local_history(addr: &str, room: &str, min_index: u64) -> Option<Vec<pb::Message>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let r = chat(addr)
-            .get_history(pb::GetHistoryRequest {
-                room: room.into(),
-                from_seq: 1,
-                limit: 1000,
-                reverse: false,
-                page_token: token.clone(),
-                consistency: pb::Consistency::Sequential as i32,
-                min_index,
-            })
-            .await
-            .ok()?
-            .into_inner();
-        out.extend(r.messages);
-        if r.next_page_token.is_empty() {
-            return Some(out);
-        }
-        token = r.next_page_token;
-    }
-}
-
-fn key(m: &pb::Message) -> (u64, u64, String, String) {
-    (m.seq, m.index, m.id.clone(), m.text.clone())
-}
-
-/// Waits until every live node holds exactly `expected` (same seq, index, id, text) in `room`.
-async fn assert_same_everywhere(c: &Cluster, room: &str, expected: &[pb::Message]) {
-    let want: Vec<_> = expected.iter().map(key).collect();
-    let min_index = expected.iter().map(|m| m.index).max().unwrap_or(0);
-    for id in c.live() {
-        let addr = c.addr(id);
-        let got = wait_for(&format!("node {id} to apply index {min_index}"), || {
-            local_history(&addr, room, min_index)
-        })
-        .await;
-        let got: Vec<_> = got.iter().map(key).collect();
-        assert_eq!(got, want, "node {id} disagrees on room {room}");
-    }
-}
-
-/// Collects a Subscribe stream in the background.
-fn subscribe_collect(addr: &str, room: &str) -> Arc<Mutex<Vec<pb::Message>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = seen.clone();
-    let mut client = chat(addr);
-    let room = room.to_string();
-    tokio::spawn(async move {
-        let mut stream = client
-            .subscribe(pb::SubscribeRequest { room, from_seq: 1 })
-            .await
-            .unwrap()
-            .into_inner();
-        while let Ok(Some(m)) = stream.message().await {
-            out.lock().unwrap().push(m);
-        }
-    });
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
@@ -418,13 +131,6 @@ async fn five_nodes_survive_two_failures() {
         vec![1, 2, 3, 4, 5, 6]
     );
     assert_same_everywhere(&c, "r", &acked).await;
-}
-
-fn code<T>(r: Result<T, tonic::Status>) -> Code {
-    match r {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,15 +370,29 @@ async fn bad_input_gets_precise_status_codes() {
         assert_eq!(st.code(), Some(2), "{bad:?}");
     }
 
-    // Membership calls say plainly that they are not there yet.
-    let r = ClusterClient::new(channel(&addr))
-        .add_member(pb::AddMemberRequest {
-            id: 9,
-            addr: "x:1".into(),
-            learner: true,
-        })
-        .await;
-    assert_eq!(code(r), Code::Unimplemented);
+    // Membership calls check their input before anything reaches the log.
+    let mut admin = ClusterClient::new(channel(&addr));
+    let add = |id: u64, addr: &str| pb::AddMemberRequest {
+        id,
+        addr: addr.into(),
+        learner: true,
+    };
+    assert_eq!(
+        code(admin.add_member(add(0, "h:1")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, "")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, "no-port")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.add_member(add(9, &addr)).await),
+        Code::AlreadyExists
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ fn free_base_port(n: u16) -> u16 {
 #[test]
 fn chaos_run_is_linearizable_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port(3);
+    // Membership faults add nodes with the next ids, up to 9: reserve every port they may use.
+    let base = free_base_port(9);
     let duration = std::env::var("RUSTYRAFT_CHAOS_SECS").unwrap_or_else(|_| "60".into());
     let out = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
         .args(["3", "--chaos", "--duration", &duration, "--seed", "1"])
@@ -95,7 +96,7 @@ fn launch(dir: &std::path::Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
         .arg("3")
         .arg("--base-port")
-        .arg(free_base_port(3).to_string())
+        .arg(free_base_port(9).to_string())
         .arg("--data-dir")
         .arg(dir)
         .arg("--bin")
@@ -148,6 +149,50 @@ fn quit_stops_every_node_and_bad_commands_change_nothing() {
     wait_until("n2 to be gone, the others kept", || {
         nodes_with(&needle).len() == 2
     });
+    writeln!(stdin, "quit").expect("write");
+    let status = launcher.wait().expect("launcher exits");
+    assert!(status.success(), "{status}");
+    assert!(nodes_with(&needle).is_empty(), "quit stops every node");
+}
+
+#[test]
+fn add_joins_a_fresh_voter_and_remove_takes_one_out() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let needle = dir.path().to_string_lossy().to_string();
+    let mut launcher = launch(dir.path());
+    wait_until("three nodes", || nodes_with(&needle).len() == 3);
+    let mut stdin = launcher.stdin.take().expect("stdin");
+    let stdout = launcher.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut wait_line = |prefix: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.expect("line");
+            assert!(!line.starts_with("error:"), "launcher refused: {line}");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        panic!("the launcher exited before printing {prefix:?}");
+    };
+    // Wait for a leader before changing the membership.
+    wait_line("== leader");
+    writeln!(stdin, "add").expect("write");
+    stdin.flush().expect("flush");
+    let added = wait_line("added n4 as a voter");
+    assert!(added.contains(",127.0.0.1:"), "{added}");
+    assert_eq!(nodes_with(&needle).len(), 4);
+    writeln!(stdin, "send general after the add").expect("write");
+    stdin.flush().expect("flush");
+    wait_line("sent: room general seq 1");
+    writeln!(stdin, "remove 2").expect("write");
+    stdin.flush().expect("flush");
+    let removed = wait_line("removed n2");
+    assert!(removed.contains("voters now [1, 3, 4]"), "{removed}");
+    wait_until("n2's process to stop", || nodes_with(&needle).len() == 3);
+    writeln!(stdin, "send general after the remove").expect("write");
+    stdin.flush().expect("flush");
+    wait_line("sent: room general seq 2");
     writeln!(stdin, "quit").expect("write");
     let status = launcher.wait().expect("launcher exits");
     assert!(status.success(), "{status}");

@@ -1,12 +1,27 @@
-//! `Cluster`: status and compaction now; membership changes arrive with the membership issue
-//! and answer UNIMPLEMENTED until then, with a message that says so.
+//! `Cluster`: status, compaction, membership changes and leadership transfer.
+//!
+//! Membership calls are served by the leader only. A follower answers like a chat send that
+//! cannot be forwarded: UNAVAILABLE with the leader in the `x-rustyraft-leader` metadata, so the
+//! client (`raft_client cluster`, `--join`) retries there. A change returns once its
+//! configuration entry is committed; adding a voter is two changes (learner, then promotion once
+//! it has caught up), and the call returns after the second commits.
+
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
-use super::convert::status_to_pb;
+use super::convert::{conf_to_pb, status_to_pb};
 use super::node_status;
-use crate::node::NodeHandle;
+use crate::node::membership::{validate_addr, PROMOTE_MAX_LAG};
+use crate::node::{ConfChanged, ConfOp, MembershipError, NodeError, NodeHandle};
 use crate::pb;
+use crate::raft::{NodeId, Role};
+
+/// How long `AddMember` (as a voter) waits for the new learner to catch up before giving up and
+/// leaving it a learner.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `TransferLeader` waits to see the target lead.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `Cluster` implementation.
 #[derive(Clone)]
@@ -19,13 +34,75 @@ impl ClusterApi {
     pub fn new(node: NodeHandle) -> Self {
         ClusterApi { node }
     }
+
+    fn not_leader(&self) -> Status {
+        node_status(NodeError::NotLeader {
+            leader: self.node.leader(),
+        })
+    }
+
+    /// Waits until learner `id` trails the leader by at most [`PROMOTE_MAX_LAG`] entries, then
+    /// promotes it; bounded by [`CATCH_UP_TIMEOUT`].
+    async fn catch_up_and_promote(&self, id: NodeId) -> Result<ConfChanged, Status> {
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        let mut lag = u64::MAX;
+        loop {
+            let st = self.node.status();
+            if st.role != Role::Leader {
+                // The learner is in; the client retries at the new leader, which promotes it.
+                return Err(self.not_leader());
+            }
+            if let Some(p) = st.peers.iter().find(|p| p.id == id) {
+                lag = p.lag;
+            }
+            if lag <= PROMOTE_MAX_LAG {
+                match self.node.change_conf(ConfOp::Promote { id }).await {
+                    Ok(done) => return Ok(done),
+                    // Fell behind again, or a leader's own first change is still in flight:
+                    // keep waiting within the deadline.
+                    Err(NodeError::Membership(
+                        MembershipError::NotCaughtUp { .. } | MembershipError::Pending,
+                    )) => {}
+                    Err(e) => return Err(node_status(e)),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let lag = if lag == u64::MAX {
+                    "unknown".to_string()
+                } else {
+                    lag.to_string()
+                };
+                return Err(node_status(
+                    MembershipError::Timeout(format!(
+                        "node {id} was added as a learner but did not catch up within {}s \
+                         (lag {lag} entries, at most {PROMOTE_MAX_LAG} allowed); it stays a \
+                         learner: promote it with `raft_client cluster promote {id}` once it \
+                         has caught up",
+                        CATCH_UP_TIMEOUT.as_secs()
+                    ))
+                    .into(),
+                ));
+            }
+            self.node
+                .status_changed((deadline - now).min(Duration::from_millis(100)))
+                .await;
+        }
+    }
 }
 
-fn membership_unimplemented() -> Status {
-    Status::unimplemented(
-        "membership changes are not available yet: the cluster runs with the static membership \
-         given by `raft_client run <peers>`",
-    )
+fn membership_response(c: ConfChanged) -> Response<pb::MembershipResponse> {
+    Response::new(pb::MembershipResponse {
+        conf: Some(conf_to_pb(&c.conf)),
+        index: c.index,
+    })
+}
+
+fn check_id(id: NodeId) -> Result<(), Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument("node id 0 is not valid"));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -41,32 +118,90 @@ impl pb::cluster_server::Cluster for ClusterApi {
 
     async fn add_member(
         &self,
-        _request: Request<pb::AddMemberRequest>,
+        request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(membership_unimplemented())
+        let r = request.into_inner();
+        check_id(r.id)?;
+        validate_addr(&r.addr).map_err(|e| node_status(e.into()))?;
+        let added = self
+            .node
+            .change_conf(ConfOp::Add {
+                id: r.id,
+                addr: r.addr,
+                learner: r.learner,
+            })
+            .await
+            .map_err(node_status)?;
+        if r.learner || added.conf.voters.contains(&r.id) {
+            return Ok(membership_response(added));
+        }
+        let promoted = self.catch_up_and_promote(r.id).await?;
+        Ok(membership_response(promoted))
     }
 
     async fn promote_learner(
         &self,
-        _request: Request<pb::PromoteLearnerRequest>,
+        request: Request<pb::PromoteLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(membership_unimplemented())
+        let id = request.into_inner().id;
+        check_id(id)?;
+        let done = self
+            .node
+            .change_conf(ConfOp::Promote { id })
+            .await
+            .map_err(node_status)?;
+        Ok(membership_response(done))
     }
 
     async fn remove_member(
         &self,
-        _request: Request<pb::RemoveMemberRequest>,
+        request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        Err(membership_unimplemented())
+        let id = request.into_inner().id;
+        check_id(id)?;
+        let done = self
+            .node
+            .change_conf(ConfOp::Remove { id })
+            .await
+            .map_err(node_status)?;
+        Ok(membership_response(done))
     }
 
+    /// Id 0 hands leadership to the most up-to-date other voter. Returns once this node sees
+    /// the target lead; naming the current leader returns at once.
     async fn transfer_leader(
         &self,
-        _request: Request<pb::TransferLeaderRequest>,
+        request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "leadership transfer is not exposed yet (it arrives with the membership issue)",
-        ))
+        let target = self
+            .node
+            .transfer_leader(request.into_inner().id)
+            .await
+            .map_err(node_status)?;
+        let deadline = Instant::now() + TRANSFER_TIMEOUT;
+        loop {
+            let st = self.node.status();
+            if st.leader_id == Some(target) {
+                return Ok(Response::new(pb::TransferLeaderResponse {
+                    leader_id: target,
+                }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(node_status(
+                    MembershipError::Timeout(format!(
+                        "node {target} did not take over within {}s (this node sees leader \
+                         {:?}); the transfer was aborted or is still running",
+                        TRANSFER_TIMEOUT.as_secs(),
+                        st.leader_id
+                    ))
+                    .into(),
+                ));
+            }
+            self.node
+                .status_changed((deadline - now).min(Duration::from_millis(100)))
+                .await;
+        }
     }
 
     async fn snapshot(

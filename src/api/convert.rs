@@ -7,7 +7,7 @@ use tonic::Status;
 use crate::chat::{ChatMessage, RoomInfo};
 use crate::node::NodeStatus;
 use crate::pb;
-use crate::raft::Role;
+use crate::raft::{ConfState, Role};
 
 impl From<&ChatMessage> for pb::Message {
     fn from(m: &ChatMessage) -> Self {
@@ -79,12 +79,27 @@ pub fn role_to_pb(r: Role) -> pb::Role {
     }
 }
 
-/// Builds the `Status` response from a node status.
+/// A membership on the wire, addresses included.
+pub fn conf_to_pb(c: &ConfState) -> pb::ConfState {
+    pb::ConfState {
+        voters: c.voters.iter().copied().collect(),
+        learners: c.learners.iter().copied().collect(),
+        addresses: c.addrs.clone().into_iter().collect(),
+    }
+}
+
+/// Builds the `Status` response from a node status. A learner that follows reports
+/// `ROLE_LEARNER`, so an operator sees at a glance which nodes do not vote.
 pub fn status_to_pb(s: &NodeStatus, leader_addr: String) -> pb::StatusResponse {
+    let role = if s.role == Role::Follower && s.learners.contains(&s.id) {
+        pb::Role::Learner
+    } else {
+        role_to_pb(s.role)
+    };
     pb::StatusResponse {
         id: s.id,
         addr: s.addr.clone(),
-        role: role_to_pb(s.role) as i32,
+        role: role as i32,
         term: s.term,
         leader_id: s.leader_id.unwrap_or(0),
         leader_addr,
@@ -108,6 +123,8 @@ pub fn status_to_pb(s: &NodeStatus, leader_addr: String) -> pb::StatusResponse {
         voters: s.voters.clone(),
         learners: s.learners.clone(),
         cluster_id: s.cluster_id.clone(),
+        addresses: s.addrs.clone().into_iter().collect(),
+        removed: s.removed,
     }
 }
 

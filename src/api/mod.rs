@@ -6,9 +6,11 @@ mod chat;
 mod cluster;
 mod convert;
 mod follow;
+pub mod join;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
@@ -51,6 +53,9 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// `--join` failed: the cluster could not be reached, or refused to add this node.
+    #[error("join: {0}")]
+    Join(String),
 }
 
 /// Maps a node error to the status a client sees.
@@ -71,11 +76,27 @@ pub fn node_status(e: NodeError) -> Status {
         }
         NodeError::Unavailable(m) => Status::unavailable(m),
         NodeError::Chat(c) => chat_status(c),
+        NodeError::Membership(m) => membership_status(m),
         NodeError::Stopped => Status::unavailable("node is shutting down"),
         NodeError::Config(m) => Status::failed_precondition(m),
         e @ (NodeError::Storage(_) | NodeError::Raft(_) | NodeError::Io(_)) => {
             Status::internal(e.to_string())
         }
+    }
+}
+
+/// Maps a refused membership change to its status.
+pub fn membership_status(e: crate::node::MembershipError) -> Status {
+    use crate::node::MembershipError as M;
+    let msg = e.to_string();
+    match e {
+        M::InvalidArgument(_) => Status::invalid_argument(msg),
+        M::AlreadyExists(_) => Status::already_exists(msg),
+        M::NotFound(_) => Status::not_found(msg),
+        M::FailedPrecondition(_) | M::Pending | M::NotCaughtUp { .. } => {
+            Status::failed_precondition(msg)
+        }
+        M::Timeout(_) => Status::deadline_exceeded(msg),
     }
 }
 
@@ -103,10 +124,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
 
 /// Like [`run`], on an already bound listener.
 pub async fn serve(
-    cfg: NodeConfig,
+    mut cfg: NodeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    if let Some(j) = cfg.join.clone() {
+        prepare_join(&mut cfg, &j).await?;
+    }
     let max_snapshot = cfg.max_snapshot_bytes;
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
@@ -148,6 +172,20 @@ pub async fn serve(
             .await;
         let _ = shared.draining.send(true);
     };
+    let join_failed = Arc::new(Mutex::new(None::<String>));
+    if let Some(j) = cfg.join.clone() {
+        let (node, failed) = (node.clone(), join_failed.clone());
+        tokio::spawn(async move {
+            match join::add_self(node.clone(), j).await {
+                Ok(msg) => tracing::info!(id = node.config().id, "{msg}"),
+                Err(e) => {
+                    tracing::error!(id = node.config().id, error = %e, "join failed; stopping");
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    let _ = node.shared().shutdown.send(true);
+                }
+            }
+        });
+    }
     tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -179,6 +217,51 @@ pub async fn serve(
     };
     served?;
     driver_result?;
+    if let Some(e) = join_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(ServeError::Join(e));
+    }
+    Ok(())
+}
+
+/// Learns what a joining node needs before it starts: the cluster id (from its own data
+/// directory on a restart, else from the cluster) and the members' addresses.
+async fn prepare_join(cfg: &mut NodeConfig, j: &crate::node::JoinConfig) -> Result<(), ServeError> {
+    let discovered = match crate::node::stored_cluster_id(&cfg.data_dir) {
+        Some(stored) => {
+            // A restart: the data directory says which cluster this is; asking the cluster is
+            // only a courtesy (it may be down), so it must not block or fail the start.
+            if let Some(want) = j.expect_cluster_id.as_ref().filter(|w| **w != stored) {
+                return Err(ServeError::Join(format!(
+                    "--cluster-id is {want:?} but {} belongs to cluster {stored:?}",
+                    cfg.data_dir.display()
+                )));
+            }
+            cfg.cluster_id = stored;
+            let quick = crate::node::JoinConfig {
+                expect_cluster_id: Some(cfg.cluster_id.clone()),
+                ..j.clone()
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(3), join::discover(&quick))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+        None => {
+            let s = join::discover(j).await.map_err(ServeError::Join)?;
+            cfg.cluster_id = s.cluster_id.clone();
+            Some(s)
+        }
+    };
+    if let Some(s) = discovered {
+        tracing::info!(id = cfg.id, cluster_id = %s.cluster_id, leader = s.leader_id,
+            members = ?s.addresses, "found the cluster to join");
+        for (id, a) in s.addresses {
+            cfg.known_addrs.entry(id).or_insert(a);
+        }
+        if s.leader_id != 0 && !s.leader_addr.is_empty() {
+            cfg.known_addrs.entry(s.leader_id).or_insert(s.leader_addr);
+        }
+    }
     Ok(())
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use rustyraft::bench::{self, FanoutConfig, LoadConfig, Target};
 use rustyraft::client::{self, Client};
-use rustyraft::node::NodeConfig;
+use rustyraft::client::{MembershipCall, MembershipReply};
+use rustyraft::node::{JoinConfig, NodeConfig};
 
 /// Command line of `raft_client`.
 #[derive(Parser, Debug)]
@@ -20,8 +21,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a node: `raft_client run 1 127.0.0.1:50051 2=127.0.0.1:50052,3=127.0.0.1:50053`.
+    /// Run a node: `raft_client run 1 127.0.0.1:50051 2=127.0.0.1:50052,3=127.0.0.1:50053`,
+    /// or join a running cluster: `raft_client run 4 127.0.0.1:50054 --join 127.0.0.1:50051`.
     Run(RunArgs),
+    /// Change the membership through the leader and print the result:
+    /// `cluster --addr A add <id> <addr> [--learner] | promote <id> | remove <id> |
+    /// transfer-leader <id>`.
+    Cluster(ClusterArgs),
     /// Send one message; prints its seq and raft index.
     Send {
         /// Node addresses, comma-separated; the client fails over between them.
@@ -191,6 +197,56 @@ enum LogFormat {
 }
 
 #[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// Node addresses, comma-separated; the call goes to the leader (redirects are followed).
+    #[arg(long, global = true)]
+    addr: Option<String>,
+    #[command(subcommand)]
+    op: ClusterOp,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterOp {
+    /// Add a node (it must already be running, e.g. with `run --join`, or be started soon):
+    /// as a learner, then promoted to voter once caught up, unless --learner.
+    Add {
+        /// The new node's id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// Its host:port, as the other nodes and clients will reach it.
+        #[arg(value_parser = parse_member_addr)]
+        member_addr: String,
+        /// Keep it a (non-voting) learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        /// The learner's id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+    },
+    /// Remove a node (the leader included; it hands leadership over once the change commits).
+    Remove {
+        /// The member's id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+    },
+    /// Hand leadership to a voter; 0 picks the most up-to-date other voter.
+    TransferLeader {
+        /// The voter's id, or 0.
+        id: u64,
+    },
+}
+
+fn parse_member_addr(s: &str) -> Result<String, String> {
+    rustyraft::node::membership::validate_addr(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("members").required(true).args(["peers", "join"])))]
 struct RunArgs {
     /// This node's id (a small positive integer).
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
@@ -202,15 +258,30 @@ struct RunArgs {
     /// Defaults to the listen address. This node's entry in `peers`, if present, must equal it.
     #[arg(long)]
     advertise: Option<String>,
-    /// Members, comma-separated `id=host:port`; this node's own entry is allowed.
+    /// Members of a new cluster, comma-separated `id=host:port`; this node's own entry is
+    /// allowed. Only seeds a fresh data directory: afterwards the replicated membership rules.
     #[arg(value_parser = parse_peers)]
-    peers: BTreeMap<u64, String>,
+    peers: Option<BTreeMap<u64, String>>,
+    /// Join a running cluster instead: client addresses of one or more of its nodes,
+    /// comma-separated. The node starts empty, learns the cluster id and the members from them,
+    /// and asks the leader to add it (as a voter once caught up, unless --learner). Harmless on
+    /// a restart: a node its storage lists as a member does nothing more.
+    #[arg(long, value_name = "ADDR[,ADDR...]", conflicts_with = "peers")]
+    join: Option<String>,
+    /// With --join: join as a non-voting learner and stay one.
+    #[arg(long, requires = "join")]
+    learner: bool,
+    /// Dial some peers at another address than the replicated one, `ID=host:port,...` (the
+    /// launcher routes every peer link through its fault-injecting proxies this way).
+    #[arg(long, value_parser = parse_peers)]
+    route: Option<BTreeMap<u64, String>>,
     /// Data directory (default `./data/node-<id>`); `<dir>/raft` holds the log.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Cluster id; peers with another id are refused.
-    #[arg(long, default_value = "rustyraft")]
-    cluster_id: String,
+    /// Cluster id; peers with another id are refused. Default `rustyraft`; with --join, the
+    /// cluster's own id (giving one checks it).
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// Shared secret required on every peer call (refused with UNAUTHENTICATED without it).
     #[arg(long)]
     cluster_token: Option<String>,
@@ -284,33 +355,101 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         usage_error("--election-max-ms must be exactly twice --election-min-ms");
     }
     init_tracing(a.log_format);
-    let mut peers = a.peers;
     let advertised = a.advertise.unwrap_or_else(|| a.addr.to_string());
-    if !advertised.contains(':') {
-        usage_error(&format!("--advertise {advertised:?} is not host:port"));
+    if let Err(e) = rustyraft::node::membership::validate_addr(&advertised) {
+        usage_error(&format!("--advertise: {e}"));
     }
-    match peers.get(&a.id) {
-        Some(own) if own != &advertised => usage_error(&format!(
-            "peers list node {} at {own}, but this node is reachable at {advertised} \
-             (use --advertise when it differs from the listen address)",
-            a.id
-        )),
-        Some(_) => {}
-        None => {
-            peers.insert(a.id, advertised);
+    let mut peers = a.peers.unwrap_or_default();
+    if a.join.is_none() {
+        match peers.get(&a.id) {
+            Some(own) if own != &advertised => usage_error(&format!(
+                "peers list node {} at {own}, but this node is reachable at {advertised} \
+                 (use --advertise when it differs from the listen address)",
+                a.id
+            )),
+            Some(_) => {}
+            None => {
+                peers.insert(a.id, advertised.clone());
+            }
         }
     }
     let mut cfg = NodeConfig::new(a.id, a.addr, peers);
+    cfg.advertise = Some(advertised);
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }
-    cfg.cluster_id = a.cluster_id;
+    cfg.routes = a.route.unwrap_or_default();
+    cfg.routes.remove(&a.id);
+    if let Some(j) = a.join {
+        let targets: Vec<String> = j
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        if targets.is_empty() {
+            usage_error("--join needs at least one host:port");
+        }
+        cfg.join = Some(JoinConfig {
+            targets,
+            learner: a.learner,
+            expect_cluster_id: a.cluster_id.clone(),
+        });
+    }
+    cfg.cluster_id = a.cluster_id.unwrap_or_else(|| "rustyraft".into());
     cfg.cluster_token = a.cluster_token;
     cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
     cfg.max_text_bytes = a.max_message_bytes;
     rustyraft::api::run(cfg, rustyraft::api::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// How long `raft_client cluster` keeps trying (redirects, elections) before giving up.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
+    let Some(addr) = a.addr else {
+        usage_error("cluster: --addr is required (one or more node addresses, comma-separated)");
+    };
+    let call = match &a.op {
+        ClusterOp::Add {
+            id,
+            member_addr,
+            learner,
+        } => MembershipCall::Add {
+            id: *id,
+            addr: member_addr.clone(),
+            learner: *learner,
+        },
+        ClusterOp::Promote { id } => MembershipCall::Promote { id: *id },
+        ClusterOp::Remove { id } => MembershipCall::Remove { id: *id },
+        ClusterOp::TransferLeader { id } => MembershipCall::TransferLeader { id: *id },
+    };
+    let mut c = Client::new(&addr)?;
+    match c.membership(&call, CLUSTER_DEADLINE).await? {
+        MembershipReply::Leader(id) => println!("node {id} is the leader"),
+        MembershipReply::Conf(r) => {
+            let what = match a.op {
+                ClusterOp::Add { id, learner, .. } => {
+                    format!(
+                        "added node {id} as a {}",
+                        if learner { "learner" } else { "voter" }
+                    )
+                }
+                ClusterOp::Promote { id } => format!("promoted node {id} to voter"),
+                ClusterOp::Remove { id } => format!("removed node {id}"),
+                ClusterOp::TransferLeader { .. } => String::new(),
+            };
+            if r.index == 0 {
+                println!("{what} (already so: nothing changed)");
+            } else {
+                println!("{what} (configuration index {})", r.index);
+            }
+            println!("{}", client::format_conf(&r.conf.unwrap_or_default()));
+        }
+    }
     Ok(())
 }
 
@@ -360,6 +499,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res: anyhow::Result<()> = match cli.cmd {
         Cmd::Run(a) => run_node(a).await,
+        Cmd::Cluster(a) => run_cluster(a).await,
         Cmd::Send {
             addr,
             room,

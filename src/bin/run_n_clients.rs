@@ -15,7 +15,8 @@ use rustyraft::launcher::{self, chaos, cluster};
     about = "Run a local RustyRaft cluster you can watch and break"
 )]
 struct Cli {
-    /// Number of nodes (3, 5 or 7 recommended).
+    /// Number of nodes to start with (3, 5 or 7 recommended); `add` and chaos membership
+    /// faults use the next ids, up to 9.
     #[arg(value_parser = clap::value_parser!(u64).range(1..=9), required_unless_present = "check")]
     n: Option<u64>,
     /// Re-check a chaos history file (no cluster is started) and print its verdict.
@@ -103,7 +104,8 @@ async fn run(cli: Cli) -> i32 {
         }
     });
     if cli.chaos {
-        for i in 1..=n {
+        // Nodes added by membership faults use ids above n: clear theirs too.
+        for i in 1..=cluster::MAX_NODES {
             let _ = std::fs::remove_dir_all(data_dir.join(format!("node-{i}")));
             let _ = std::fs::remove_file(data_dir.join(format!("node-{i}.log")));
         }

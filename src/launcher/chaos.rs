@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::cluster::{LocalCluster, NodeId};
+pub use super::history::check_history_file;
+use super::history::write_history;
 use crate::check::{check_room, MsgId, Op, Subscription, Violation};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
@@ -98,7 +100,9 @@ impl Clock {
 
 struct Shared {
     clock: Clock,
-    addrs: Vec<SocketAddr>,
+    /// The members' client addresses; membership faults change them. std RwLock: never held
+    /// across an await.
+    addrs: std::sync::RwLock<Vec<SocketAddr>>,
     ops: Mutex<Vec<Op>>,
     stop_clients: AtomicBool,
     stop_subs: AtomicBool,
@@ -107,6 +111,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The `i`-th member's address (modulo the member count), for clients that rotate.
+    fn addr(&self, i: usize) -> SocketAddr {
+        let a = self.addrs.read().unwrap_or_else(|e| e.into_inner());
+        a.get(i % a.len().max(1))
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+
     /// Appends one operation to the history.
     fn record(&self, op: Op) {
         // A poisoned lock only means another client task panicked; the history is still valid.
@@ -146,7 +158,7 @@ fn retryable(code: Code) -> bool {
 /// acknowledged or its 20 s budget runs out.
 async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut node = k % sh.addrs.len();
+    let mut node = k;
     let mut n = 0u64;
     while !sh.stop_clients.load(Ordering::Relaxed) {
         n += 1;
@@ -156,7 +168,7 @@ async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
         let mut acked = None;
         let mut returned = invoked;
         loop {
-            let mut c = client(sh.addrs[node]);
+            let mut c = client(sh.addr(node));
             let r = c
                 .send_message(pb::SendMessageRequest {
                     room: ROOM.into(),
@@ -174,7 +186,7 @@ async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
                     break;
                 }
                 Err(st) if retryable(st.code()) && Instant::now() < deadline => {
-                    node = (node + 1) % sh.addrs.len();
+                    node += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(st) => {
@@ -198,12 +210,12 @@ const READ_LIMIT: u32 = 1000;
 
 /// One reader: linearizable reads of the room's last few messages.
 async fn reader(sh: Arc<Shared>, k: usize) {
-    let mut node = k % sh.addrs.len();
+    let mut node = k;
     let mut known_len = 0u64;
     while !sh.stop_clients.load(Ordering::Relaxed) {
         let from_seq = known_len.saturating_sub(5).max(1);
         let invoked = sh.clock.now();
-        let r = client(sh.addrs[node])
+        let r = client(sh.addr(node))
             .get_history(pb::GetHistoryRequest {
                 room: ROOM.into(),
                 from_seq,
@@ -236,7 +248,7 @@ async fn reader(sh: Arc<Shared>, k: usize) {
                     ids: Vec::new(),
                 });
             }
-            Err(_) => node = (node + 1) % sh.addrs.len(),
+            Err(_) => node += 1,
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -261,7 +273,7 @@ async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
         if done(next) {
             return sub;
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addrs[node]))
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addr(node)))
             .map(|e| e.connect_timeout(Duration::from_millis(300)).connect_lazy())
             .unwrap_or_else(|_| unreachable_channel());
         let r = ChatServiceClient::new(ch)
@@ -289,7 +301,7 @@ async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
                 }
             }
         }
-        node = (node + 1) % sh.addrs.len();
+        node += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -333,14 +345,18 @@ enum Fault {
     Partition,
     IsolateLeader,
     OneWay,
+    /// Grow, shrink or replace (remove one node, the leader included, then add a fresh one),
+    /// keeping 3 to 5 members.
+    Membership,
 }
 
-/// Runs the whole chaos session against a started cluster.
+/// Runs the whole chaos session against a started cluster. Faults come in rounds: each round
+/// injects every kind once, in an order the seed picks.
 pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let ids = cluster.ids();
     let sh = Arc::new(Shared {
         clock: Clock(Instant::now()),
-        addrs: ids.iter().map(|&i| cluster.addr(i)).collect(),
+        addrs: std::sync::RwLock::new(ids.iter().map(|&i| cluster.addr(i)).collect()),
         ops: Mutex::new(Vec::new()),
         stop_clients: AtomicBool::new(false),
         stop_subs: AtomicBool::new(false),
@@ -364,16 +380,24 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let end = Instant::now() + cfg.duration;
     let mut faults = 0u64;
+    let mut round: Vec<Fault> = Vec::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
     while Instant::now() + Duration::from_secs(2) < end {
-        let fault = [
-            Fault::KillRestart,
-            Fault::Pause,
-            Fault::Partition,
-            Fault::IsolateLeader,
-            Fault::OneWay,
-        ][rng.usize(0..5)];
+        // Rounds of every fault kind in a seeded order: even a short run sees each kind.
+        if round.is_empty() {
+            round = vec![
+                Fault::KillRestart,
+                Fault::Pause,
+                Fault::Partition,
+                Fault::IsolateLeader,
+                Fault::OneWay,
+                Fault::Membership,
+            ];
+            rng.shuffle(&mut round);
+        }
+        let Some(fault) = round.pop() else { break };
         let hold = Duration::from_millis(1000 + rng.u64(0..2000));
+        let ids = cluster.ids();
         let target = ids[rng.usize(0..ids.len())];
         faults += 1;
         match fault {
@@ -426,11 +450,13 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
                 tokio::time::sleep(hold).await;
                 cluster.heal();
             }
+            Fault::Membership => membership_fault(cluster, &sh, &mut rng, faults).await,
         }
         let calm = Duration::from_millis(500 + rng.u64(0..1500));
         tokio::time::sleep(calm.min(end.saturating_duration_since(Instant::now()))).await;
     }
 
+    let ids = cluster.ids();
     // Stop the faults and the load; let the cluster converge.
     println!("chaos: faults over; stopping load and waiting for convergence");
     cluster.heal();
@@ -551,6 +577,72 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     report
 }
 
+/// Changes the membership while the load runs, keeping 3 to 5 members: add a fresh node, remove
+/// one (sometimes the leader), or replace one (add, then remove an old one). Ids are never reused, so once
+/// they run out only removals remain possible.
+async fn membership_fault(
+    cluster: &mut LocalCluster,
+    sh: &Shared,
+    rng: &mut fastrand::Rng,
+    n: u64,
+) {
+    let size = cluster.ids().len();
+    let can_add = cluster.next_id().is_some();
+    let (remove, add) = match (size, can_add) {
+        (s, true) if s <= 3 => (rng.bool(), true),
+        (s, _) if s >= 5 => (true, false),
+        (_, true) => match rng.u8(0..3) {
+            0 => (false, true),
+            1 => (true, false),
+            _ => (true, true),
+        },
+        (s, false) if s > 3 => (true, false),
+        _ => (false, false),
+    };
+    if !remove && !add {
+        println!("chaos: fault #{n}: membership change skipped (no node id left)");
+        return;
+    }
+    // Add before removing, so a replacement never drops below the starting size.
+    let mut added = None;
+    if add {
+        let next = cluster.next_id().unwrap_or(0);
+        println!("chaos: fault #{n}: add a fresh node n{next}");
+        match cluster.add_node(Duration::from_secs(60)).await {
+            Ok(id) => {
+                println!("chaos: n{id} joined as a voter");
+                added = Some(id);
+            }
+            Err(e) => println!("chaos: adding n{next} failed: {e}"),
+        }
+    }
+    // Never below three members (a replacement whose add failed removes nobody).
+    if remove && cluster.ids().len() > 3 {
+        let leader = current_leader(cluster).await;
+        let others: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&i| Some(i) != leader && Some(i) != added)
+            .collect();
+        let victim = match leader {
+            Some(l) if rng.u8(0..3) == 0 || others.is_empty() => l,
+            _ => others[rng.usize(0..others.len().max(1))],
+        };
+        let what = if Some(victim) == leader {
+            " (the leader)"
+        } else {
+            ""
+        };
+        println!("chaos: fault #{n}: remove n{victim}{what} from the membership");
+        match cluster.remove_node(victim).await {
+            Ok(voters) => println!("chaos: removed n{victim}; voters {voters:?}"),
+            Err(e) => println!("chaos: removing n{victim} failed: {e}"),
+        }
+    }
+    let addrs: Vec<SocketAddr> = cluster.ids().iter().map(|&i| cluster.addr(i)).collect();
+    *sh.addrs.write().unwrap_or_else(|e| e.into_inner()) = addrs;
+}
+
 async fn current_leader(cluster: &mut LocalCluster) -> Option<NodeId> {
     super::cluster::leader_of(&cluster.views().await).map(|(id, _)| id)
 }
@@ -582,186 +674,4 @@ async fn wait_converged(cluster: &mut LocalCluster, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     false
-}
-
-fn write_history(
-    path: &std::path::Path,
-    ops: &[Op],
-    log: &[MsgId],
-    subs: &[Subscription],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for op in ops {
-        let line = match op {
-            Op::Send {
-                id,
-                invoked,
-                returned,
-                acked,
-            } => serde_json::json!({"op": "send", "id": id, "invoked_us": invoked,
-                "returned_us": returned, "acked_seq": acked}),
-            Op::Read {
-                invoked,
-                returned,
-                from_seq,
-                ids,
-            } => serde_json::json!({"op": "read", "invoked_us": invoked, "returned_us": returned,
-                "from_seq": from_seq, "ids": ids}),
-        };
-        writeln!(f, "{line}")?;
-    }
-    for s in subs {
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({"op": "subscription", "name": s.name, "from_seq": s.from_seq,
-                "seen": s.seen})
-        )?;
-    }
-    writeln!(f, "{}", serde_json::json!({"op": "final_log", "ids": log}))?;
-    f.flush()
-}
-
-/// Re-checks a history file written by a chaos run (`run_n_clients --check FILE`), so that a
-/// failing run can be examined again, or a fixed checker re-run, without the cluster.
-pub fn check_history_file(path: &std::path::Path) -> Result<ChaosReport, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut ops = Vec::new();
-    let mut subs = Vec::new();
-    let mut log: Option<Vec<MsgId>> = None;
-    for (n, line) in text.lines().enumerate() {
-        let bad = |what: &str| format!("{}:{}: {what}", path.display(), n + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let u = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .ok_or_else(|| bad(&format!("missing {k}")))
-        };
-        let ids = |k: &str| -> Result<Vec<MsgId>, String> {
-            v.get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| bad(&format!("missing {k}")))?
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad("an id is not a string"))
-                })
-                .collect()
-        };
-        match v.get("op").and_then(|x| x.as_str()) {
-            Some("send") => ops.push(Op::Send {
-                id: v
-                    .get("id")
-                    .and_then(|x| x.as_str())
-                    .ok_or_else(|| bad("missing id"))?
-                    .to_string(),
-                invoked: u("invoked_us")?,
-                returned: u("returned_us")?,
-                acked: v.get("acked_seq").and_then(|x| x.as_u64()),
-            }),
-            Some("read") => ops.push(Op::Read {
-                invoked: u("invoked_us")?,
-                returned: u("returned_us")?,
-                from_seq: u("from_seq")?,
-                ids: ids("ids")?,
-            }),
-            Some("subscription") => {
-                let seen = v
-                    .get("seen")
-                    .and_then(|x| x.as_array())
-                    .ok_or_else(|| bad("missing seen"))?
-                    .iter()
-                    .map(|p| {
-                        match (
-                            p.get(0).and_then(|x| x.as_u64()),
-                            p.get(1).and_then(|x| x.as_str()),
-                        ) {
-                            (Some(s), Some(id)) => Ok((s, id.to_string())),
-                            _ => Err(bad("a seen entry is not [seq, id]")),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?;
-                subs.push(Subscription {
-                    name: v
-                        .get("name")
-                        .and_then(|x| x.as_str())
-                        .unwrap_or("subscriber")
-                        .to_string(),
-                    from_seq: u("from_seq")?,
-                    seen,
-                });
-            }
-            Some("final_log") => log = Some(ids("ids")?),
-            _ => return Err(bad("unknown op")),
-        }
-    }
-    let log = log.ok_or_else(|| format!("{}: no final_log line", path.display()))?;
-    let mut report = ChaosReport::default();
-    match check_room(&ops, &log, &subs) {
-        Ok(s) => {
-            report.acked = s.acked;
-            report.reads = s.reads;
-            report.delivered = s.delivered;
-        }
-        Err(vs) => {
-            for v in vs {
-                match &v {
-                    Violation::Lost { .. } => report.lost += 1,
-                    Violation::Duplicated { .. } => report.duplicated += 1,
-                    _ => {}
-                }
-                report.violations.push(v.to_string());
-            }
-        }
-    }
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_written_history_checks_the_same_when_read_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("h.jsonl");
-        let ops = vec![
-            Op::Send {
-                id: "a".into(),
-                invoked: 0,
-                returned: 10,
-                acked: Some(1),
-            },
-            Op::Send {
-                id: "b".into(),
-                invoked: 11,
-                returned: 20,
-                acked: Some(2),
-            },
-            Op::Read {
-                invoked: 25,
-                returned: 30,
-                from_seq: 1,
-                ids: vec!["a".into()],
-            },
-        ];
-        let subs = vec![Subscription {
-            name: "s".into(),
-            from_seq: 1,
-            seen: vec![(1, "a".into()), (2, "b".into())],
-        }];
-        let log: Vec<MsgId> = vec!["a".into(), "b".into()];
-        write_history(&path, &ops, &log, &subs).expect("write");
-        let r = check_history_file(&path).expect("parse");
-        // The read at t=25 missed "b", acknowledged at t=20: a stale read, found again.
-        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert!(r.violations[0].contains("not linearizable"));
-        std::fs::write(&path, "{\"op\":\"nonsense\"}\n").expect("write");
-        assert!(check_history_file(&path).is_err());
-    }
 }

@@ -1,9 +1,12 @@
 //! A local cluster of real `raft_client run` processes, wired through per-link fault proxies.
 //!
-//! Node `i` listens on `127.0.0.1:<base + i - 1>` (clients use these real addresses). For every
-//! ordered pair (i, j) a [`LinkProxy`] forwards i's connections to j, and node i is told that
-//! peer j lives at that proxy. Partitions and delays are therefore set on the proxies, from
-//! outside, with no hook in the node.
+//! Node `i` listens on `127.0.0.1:<base + i - 1>` (clients use these real addresses, and so does
+//! the replicated membership). For every ordered pair (i, j) a [`LinkProxy`] forwards i's
+//! connections to j, and node i is started with `--route j=<that proxy>`, so it dials peer j
+//! through it. Partitions and delays are therefore set on the proxies, from outside, with no
+//! hook in the node. Nodes added later (`add`, ids up to [`MAX_NODES`]) join with `--join`; the
+//! proxies of a node are created when it first starts, for every possible peer id, so links to
+//! nodes that join later are proxied too.
 //!
 //! Children never outlive the launcher: each gets `PR_SET_PDEATHSIG = SIGKILL` (the kernel kills
 //! it if the launcher dies, even by SIGKILL or a panic), `kill_on_drop`, and [`LocalCluster::shutdown`]
@@ -23,8 +26,12 @@ use super::proxy::{LinkMode, LinkProxy};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 
-/// Node ids are 1..=n.
+/// Node ids: 1..=n at the start, then the next unused id for each `add`, up to [`MAX_NODES`].
 pub type NodeId = u64;
+
+/// Highest node id the launcher manages (ports `base..base+MAX_NODES-1`). Ids are never reused
+/// within a run: a removed node's id may still be in some node's old vote records.
+pub const MAX_NODES: u64 = 9;
 
 /// How the launcher starts its nodes.
 #[derive(Clone, Debug)]
@@ -59,8 +66,11 @@ pub enum LaunchError {
     #[error("node binary {0} not found; build it with `cargo build --release` or pass --bin")]
     NoBinary(PathBuf),
     /// A command named a node that does not exist.
-    #[error("no node {0} (nodes are 1..={1})")]
-    NoSuchNode(NodeId, u64),
+    #[error("no node {0} (nodes are {1})")]
+    NoSuchNode(NodeId, String),
+    /// Adding or removing a member failed.
+    #[error("membership: {0}")]
+    Membership(String),
     /// Starting a process or a proxy failed.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
@@ -69,6 +79,8 @@ pub enum LaunchError {
 struct NodeProc {
     child: Option<Child>,
     paused: bool,
+    /// Added with `add`: (re)started with `--join` rather than the initial peer list.
+    joined: bool,
 }
 
 /// What the status poller last saw of a node.
@@ -83,8 +95,15 @@ pub struct NodeView {
 /// A running local cluster.
 pub struct LocalCluster {
     cfg: ClusterConfig,
+    /// The managed nodes (members, as far as the launcher knows).
     procs: BTreeMap<NodeId, NodeProc>,
+    /// Highest id ever started; `add` uses the next one.
+    last_id: NodeId,
     proxies: BTreeMap<(NodeId, NodeId), LinkProxy>,
+    /// Ports of ids not started yet, held open until `add` starts them: otherwise the kernel
+    /// may hand one out as the local port of some outgoing connection (they are in the
+    /// ephemeral range), and the node could not listen on it.
+    reserved: BTreeMap<NodeId, std::net::TcpListener>,
     /// Links currently cut, as (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
     delay: Duration,
@@ -98,20 +117,6 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| LaunchError::Io(format!("create {}", cfg.data_dir.display()), e))?;
-        let mut proxies = BTreeMap::new();
-        for i in 1..=cfg.nodes {
-            for j in 1..=cfg.nodes {
-                if i == j {
-                    continue;
-                }
-                let target = node_addr(&cfg, j);
-                let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-                let p = LinkProxy::start(any, target)
-                    .await
-                    .map_err(|e| LaunchError::Io(format!("proxy {i}->{j}"), e))?;
-                proxies.insert((i, j), p);
-            }
-        }
         let mut c = LocalCluster {
             procs: (1..=cfg.nodes)
                 .map(|i| {
@@ -120,24 +125,70 @@ impl LocalCluster {
                         NodeProc {
                             child: None,
                             paused: false,
+                            joined: false,
                         },
                     )
                 })
                 .collect(),
+            last_id: cfg.nodes,
+            reserved: (cfg.nodes + 1..=MAX_NODES)
+                .filter_map(|j| {
+                    std::net::TcpListener::bind(node_addr(&cfg, j))
+                        .ok()
+                        .map(|l| (j, l))
+                })
+                .collect(),
             cfg,
-            proxies,
+            proxies: BTreeMap::new(),
             cut: BTreeSet::new(),
             delay: Duration::ZERO,
         };
         for i in 1..=c.cfg.nodes {
-            c.spawn(i)?;
+            c.spawn(i).await?;
         }
         Ok(c)
     }
 
-    /// Node ids.
+    /// Creates node `i`'s outgoing proxies, one per possible peer id, if not there yet.
+    async fn ensure_proxies(&mut self, i: NodeId) -> Result<(), LaunchError> {
+        for j in 1..=MAX_NODES {
+            if i == j || self.proxies.contains_key(&(i, j)) {
+                continue;
+            }
+            let target = node_addr(&self.cfg, j);
+            let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+            // An ephemeral port may fall inside the nodes' port range and take the port of a
+            // node that starts later: pick again (a few tries, then accept it).
+            let nodes = self.cfg.base_port..self.cfg.base_port.saturating_add(MAX_NODES as u16);
+            let mut tries = 0;
+            let p = loop {
+                let p = LinkProxy::start(any, target)
+                    .await
+                    .map_err(|e| LaunchError::Io(format!("proxy {i}->{j}"), e))?;
+                tries += 1;
+                if !nodes.contains(&p.addr().port()) || tries >= 20 {
+                    break p;
+                }
+            };
+            self.proxies.insert((i, j), p);
+        }
+        self.apply_links();
+        Ok(())
+    }
+
+    /// The managed node ids, in order.
     pub fn ids(&self) -> Vec<NodeId> {
-        (1..=self.cfg.nodes).collect()
+        self.procs.keys().copied().collect()
+    }
+
+    /// The highest id in use (commands accept ids up to it).
+    pub fn max_id(&self) -> NodeId {
+        self.procs.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The id the next `add` will use, if any is left.
+    pub fn next_id(&self) -> Option<NodeId> {
+        (self.last_id < MAX_NODES).then_some(self.last_id + 1)
     }
 
     /// The client-facing address of node `id`.
@@ -158,21 +209,36 @@ impl LocalCluster {
         if self.procs.contains_key(&id) {
             Ok(())
         } else {
-            Err(LaunchError::NoSuchNode(id, self.cfg.nodes))
+            let ids: Vec<String> = self.ids().iter().map(|i| i.to_string()).collect();
+            Err(LaunchError::NoSuchNode(id, ids.join(", ")))
         }
     }
 
-    fn spawn(&mut self, id: NodeId) -> Result<(), LaunchError> {
-        let peers: Vec<String> = self
-            .ids()
-            .into_iter()
-            .map(|j| {
-                let a = if j == id {
-                    self.addr(id)
-                } else {
-                    self.proxies[&(id, j)].addr()
-                };
-                format!("{j}={a}")
+    async fn spawn(&mut self, id: NodeId) -> Result<(), LaunchError> {
+        self.ensure_proxies(id).await?;
+        let joined = self.procs.get(&id).is_some_and(|p| p.joined);
+        // The membership carries real addresses; only this node's own dialling goes through
+        // its proxies.
+        let members = if joined {
+            let targets: Vec<String> = self
+                .ids()
+                .into_iter()
+                .filter(|&j| j != id)
+                .map(|j| self.addr(j).to_string())
+                .collect();
+            vec!["--join".to_string(), targets.join(",")]
+        } else {
+            let peers: Vec<String> = (1..=self.cfg.nodes)
+                .map(|j| format!("{j}={}", self.addr(j)))
+                .collect();
+            vec![peers.join(",")]
+        };
+        let routes: Vec<String> = (1..=MAX_NODES)
+            .filter(|&j| j != id)
+            .filter_map(|j| {
+                self.proxies
+                    .get(&(id, j))
+                    .map(|p| format!("{j}={}", p.addr()))
             })
             .collect();
         let dir = self.cfg.data_dir.join(format!("node-{id}"));
@@ -180,7 +246,9 @@ impl LocalCluster {
         cmd.arg("run")
             .arg(id.to_string())
             .arg(self.addr(id).to_string())
-            .arg(peers.join(","))
+            .args(&members)
+            .arg("--route")
+            .arg(routes.join(","))
             .arg("--data-dir")
             .arg(&dir)
             .args(&self.cfg.node_args)
@@ -212,6 +280,7 @@ impl LocalCluster {
         let p = self.procs.entry(id).or_insert(NodeProc {
             child: None,
             paused: false,
+            joined,
         });
         p.child = Some(child);
         p.paused = false;
@@ -300,7 +369,89 @@ impl LocalCluster {
         if self.is_up(id) {
             self.stop(id, Duration::from_secs(5)).await?;
         }
-        self.spawn(id)
+        self.spawn(id).await
+    }
+
+    /// Starts a fresh node with the next id and has it join as a voter (`run --join`); waits
+    /// (up to `limit`) until the leader lists it as a voter. A node that did not make it is
+    /// stopped and forgotten. Returns its id.
+    pub async fn add_node(&mut self, limit: Duration) -> Result<NodeId, LaunchError> {
+        let id = self.next_id().ok_or_else(|| {
+            LaunchError::Membership(format!("no id left: ids go up to {MAX_NODES}"))
+        })?;
+        self.last_id = id;
+        // A fresh node needs an empty data directory; one left by an earlier run of the
+        // launcher would carry another history.
+        let dir = self.cfg.data_dir.join(format!("node-{id}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| LaunchError::Io(format!("clear {}", dir.display()), e))?;
+        }
+        self.procs.insert(
+            id,
+            NodeProc {
+                child: None,
+                paused: false,
+                joined: true,
+            },
+        );
+        self.ensure_proxies(id).await?;
+        self.reserved.remove(&id);
+        self.spawn(id).await?;
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let views = self.views().await;
+            if let Some((_, l)) = leader_of(&views) {
+                if l.voters.contains(&id) {
+                    return Ok(id);
+                }
+            }
+            if !self.is_up(id) || tokio::time::Instant::now() >= end {
+                let why = if self.is_up(id) {
+                    format!("not a voter after {limit:?}")
+                } else {
+                    "the process exited (see its log)".to_string()
+                };
+                let _ = self.stop(id, Duration::from_secs(5)).await;
+                self.procs.remove(&id);
+                return Err(LaunchError::Membership(format!(
+                    "n{id} did not join: {why}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Removes node `id` from the membership through the cluster (`RemoveMember`, following
+    /// leader redirects), then stops its process and forgets it. Returns the new voters.
+    pub async fn remove_node(&mut self, id: NodeId) -> Result<Vec<NodeId>, LaunchError> {
+        self.check(id)?;
+        let mut order: Vec<NodeId> = Vec::new();
+        for j in self.ids() {
+            if j != id && self.is_up(j) {
+                order.push(j);
+            }
+        }
+        order.push(id);
+        let others: Vec<String> = order.iter().map(|&j| self.addr(j).to_string()).collect();
+        let mut client = crate::client::Client::new(&others.join(","))
+            .map_err(|e| LaunchError::Membership(e.to_string()))?;
+        let reply = client
+            .membership(
+                &crate::client::MembershipCall::Remove { id },
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| LaunchError::Membership(format!("remove n{id}: {e}")))?;
+        let voters = match reply {
+            crate::client::MembershipReply::Conf(r) => r.conf.unwrap_or_default().voters,
+            crate::client::MembershipReply::Leader(_) => Vec::new(),
+        };
+        self.stop(id, Duration::from_secs(5)).await?;
+        self.procs.remove(&id);
+        self.cut.retain(|(a, b)| *a != id && *b != id);
+        self.apply_links();
+        Ok(voters)
     }
 
     /// SIGSTOP: the process freezes, sockets stay open (a GC pause, a hung VM).
@@ -466,7 +617,11 @@ pub fn summary_line(
     let leader = leader_of(views).map(|(_, s)| s);
     let lead_last = leader.map_or(0, |l| l.last_index);
     let mut parts = vec![match leader {
-        Some(l) => format!("leader n{} term {}", l.id, l.term),
+        Some(l) if !l.learners.is_empty() => format!(
+            "leader n{} term {} voters {:?} learners {:?}",
+            l.id, l.term, l.voters, l.learners
+        ),
+        Some(l) => format!("leader n{} term {} voters {:?}", l.id, l.term, l.voters),
         None => "no leader".to_string(),
     }];
     for (id, v) in views {

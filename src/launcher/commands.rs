@@ -40,6 +40,10 @@ pub enum Command {
     Status,
     /// Drive a steady load of sends per second (0 stops it).
     Load(u32),
+    /// Start a fresh node with the next id and join it to the cluster as a voter.
+    Add,
+    /// Remove a node from the membership, then stop it.
+    Remove(NodeId),
     /// Print help.
     Help,
     /// Stop everything and exit.
@@ -60,11 +64,14 @@ commands (<id> is a node number, or `leader` for the current leader):
   delay <ms>                delay every peer link by <ms> each way (0 = none)
   send <room> <text>        send a message (any node; retried on failover)
   load <rate>               send <rate> messages/s to room `load` (0 = stop)
-  status                    print each node's role, term, commit and lag
+  add                       start a fresh node (next id, up to 9) and join it as a voter
+  remove <id>               remove a node from the membership (RemoveMember), then stop it
+  status                    print each node's role, term, commit, lag and the membership
   help                      this text
   quit                      stop every node and exit";
 
-/// Parses one line. `nodes` is the cluster size, to reject unknown ids here.
+/// Parses one line. `nodes` is the highest node id in use, to reject ids beyond it here (ids
+/// below it that were removed are refused when the command runs).
 pub fn parse(line: &str, nodes: u64) -> Result<Command, String> {
     let mut words = line.split_whitespace();
     let Some(verb) = words.next() else {
@@ -84,6 +91,8 @@ pub fn parse(line: &str, nodes: u64) -> Result<Command, String> {
         "pause" => Command::Pause(id(&rest)?),
         "resume" => Command::Resume(id(&rest)?),
         "isolate" => Command::Isolate(id(&rest)?),
+        "remove" => Command::Remove(id(&rest)?),
+        "add" if rest.is_empty() => Command::Add,
         "heal" if rest.is_empty() => Command::Heal,
         "status" if rest.is_empty() => Command::Status,
         "help" if rest.is_empty() => Command::Help,
@@ -201,6 +210,9 @@ mod tests {
         assert_eq!(parse("heal", 3), Ok(Command::Heal));
         assert_eq!(parse("cut 1 3", 3), Ok(Command::Cut(1, 3)));
         assert_eq!(parse("quit", 3), Ok(Command::Quit));
+        assert_eq!(parse("add", 3), Ok(Command::Add));
+        assert_eq!(parse("remove 2", 3), Ok(Command::Remove(2)));
+        assert_eq!(parse("remove leader", 3), Ok(Command::Remove(LEADER)));
     }
 
     #[test]
@@ -222,6 +234,9 @@ mod tests {
             "heal now",
             "cut 1",
             "cut 2 2",
+            "add 4",
+            "remove",
+            "remove 7",
             "explode 1",
         ] {
             assert!(parse(bad, 3).is_err(), "{bad:?} must be rejected");

@@ -4,11 +4,13 @@
 //!   pauses, restarts and partitions them;
 //! - [`proxy`]: the fault-injecting TCP proxy on each peer link;
 //! - [`commands`]: the stdin command language;
-//! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check.
+//! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check;
+//! - [`history`]: the chaos history file, written and re-checked.
 
 pub mod chaos;
 pub mod cluster;
 pub mod commands;
+pub mod history;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -26,7 +28,10 @@ fn view_key(views: &BTreeMap<NodeId, NodeView>) -> String {
     views
         .iter()
         .map(|(id, v)| match &v.status {
-            Some(s) => format!("{id}:{}:{}:{}", s.role, s.term, s.leader_id),
+            Some(s) => format!(
+                "{id}:{}:{}:{}:{:?}:{:?}",
+                s.role, s.term, s.leader_id, s.voters, s.learners
+            ),
             None => format!("{id}:{}", v.process),
         })
         .collect::<Vec<_>>()
@@ -95,7 +100,8 @@ async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, S
         | Command::Restart(id)
         | Command::Pause(id)
         | Command::Resume(id)
-        | Command::Isolate(id) => *id,
+        | Command::Isolate(id)
+        | Command::Remove(id) => *id,
         _ => return Ok(cmd),
     };
     if target != commands::LEADER {
@@ -112,6 +118,7 @@ async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, S
         Command::Pause(_) => Command::Pause(leader),
         Command::Resume(_) => Command::Resume(leader),
         Command::Isolate(_) => Command::Isolate(leader),
+        Command::Remove(_) => Command::Remove(leader),
         other => other,
     })
 }
@@ -160,7 +167,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let cmd = match commands::parse(&line, c.ids().len() as u64) {
+                let cmd = match commands::parse(&line, c.max_id()) {
                     Ok(cmd) => cmd,
                     Err(e) => {
                         println!("error: {e}\n{HELP}");
@@ -221,6 +228,18 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                             } else {
                                 println!("load stopped");
                             }
+                        }
+                        Command::Add => {
+                            let Some(next) = c.next_id() else {
+                                anyhow::bail!("no id left (ids go up to {})", cluster::MAX_NODES);
+                            };
+                            println!("adding n{next}: starting it with --join, waiting until it votes...");
+                            let id = c.add_node(Duration::from_secs(60)).await?;
+                            println!("added n{id} as a voter; clients can use --addr {}", c.addr_list());
+                        }
+                        Command::Remove(id) => {
+                            let voters = c.remove_node(id).await?;
+                            println!("removed n{id} (voters now {voters:?}) and stopped it");
                         }
                         Command::Help => println!("{HELP}"),
                         Command::Quit => return Err(anyhow::anyhow!("quit")),

@@ -25,6 +25,10 @@ use crate::raft::{
 };
 use crate::transport::Transport;
 
+use self::conf::ConfWaiter;
+
+mod conf;
+
 /// Most queued items handled per wake-up before the Ready is processed, so one flood cannot
 /// starve ticks.
 const DRAIN_MAX: usize = 4096;
@@ -52,6 +56,18 @@ pub struct Driver<S: LogStore + Send + 'static> {
     proposals: BTreeMap<u64, (u64, ProposeReply)>,
     /// ReadIndex requests waiting for their ReadState, by ctx.
     reads: HashMap<u64, ReadReply>,
+    /// Membership changes waiting for their entry to commit, by index. Invariant: all were
+    /// proposed by this node in its current leadership (failed when it ends).
+    conf_waiters: BTreeMap<u64, ConfWaiter>,
+    /// The membership the transport and the status were last synced to; compared with
+    /// `raft.conf()` after every Ready, so the node follows whichever moment the core makes a
+    /// configuration take effect (on append or on apply).
+    /// `None` until the first sync.
+    known_conf: Option<ConfState>,
+    /// This node has been part of the membership it knows (so it can tell when it is removed).
+    was_member: bool,
+    /// This node was a member and is no longer in the membership.
+    removed: bool,
     next_ctx: u64,
     /// Index of the latest snapshot in storage.
     snapshot_index: u64,
@@ -64,6 +80,8 @@ impl Driver<NodeStorage> {
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
     pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
         super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
+        // A joining node starts with no membership at all (never a voter, so it never campaigns)
+        // and learns it from the leader.
         let mut conf = ConfState::with_voters(cfg.peers.keys().copied());
         conf.addrs = cfg.peers.clone();
         let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
@@ -74,7 +92,9 @@ impl Driver<NodeStorage> {
 impl<S: LogStore + Send + 'static> Driver<S> {
     /// Like [`Driver::start`], with an already opened storage.
     pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
-        if !cfg.peers.contains_key(&cfg.id) {
+        // An explicit member list that leaves this node out is a mistake; no list at all is a
+        // node that joins, or restarts from storage that knows the membership.
+        if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.id) {
             return Err(NodeError::Config(format!(
                 "node {} is not among the members {:?}",
                 cfg.id,
@@ -96,7 +116,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             cfg.id,
             &cfg.cluster_id,
             cfg.cluster_token.as_deref(),
-            &cfg.peers,
+            &BTreeMap::new(),
+            &cfg.routes,
             shutdown_rx,
         )
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -126,10 +147,19 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             requests: req_rx,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
+            conf_waiters: BTreeMap::new(),
+            known_conf: None,
+            was_member: false,
+            removed: false,
             next_ctx: 1,
             snapshot_index: snap.meta.index,
             was_leader: false,
         };
+        let mut driver = driver;
+        driver.sync_membership();
+        // The API reads the membership from storage in the status before the first tick (to
+        // know whether `--join` has anything to do).
+        driver.publish_status();
         let task = tokio::spawn(driver.run());
         let handle = NodeHandle {
             requests: req_tx,
@@ -161,6 +191,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             if let Err(e) = step.and_then(|()| self.process_ready()) {
                 break Err(e);
             }
+            self.sync_membership();
+            self.settle_conf_waiters();
             if let Err(e) = self.maybe_compact(false) {
                 tracing::warn!(id = self.cfg.id, error = %e, "automatic compaction failed");
             }
@@ -205,7 +237,19 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     }
 
     fn leader_addr(&self, leader: Option<NodeId>) -> Option<(NodeId, String)> {
-        leader.map(|id| (id, self.cfg.addr_of(id).unwrap_or_default().to_string()))
+        leader.map(|id| (id, self.addr_of(id)))
+    }
+
+    /// A member's address for clients: the replicated one, else the static configuration's.
+    fn addr_of(&self, id: NodeId) -> String {
+        self.raft
+            .conf()
+            .addrs
+            .get(&id)
+            .map(String::as_str)
+            .or_else(|| self.cfg.addr_of(id))
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn on_request(&mut self, r: Request) {
@@ -239,6 +283,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             Request::Snapshot { reply } => {
                 let _ = reply.send(self.maybe_compact(true));
             }
+            Request::ChangeConf { op, reply } => self.change_conf(op, reply),
+            Request::TransferLeader { target, reply } => {
+                let _ = reply.send(self.transfer_leader(target));
+            }
         }
     }
 
@@ -255,6 +303,16 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         for (_, reply) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(err()));
         }
+        for (_, w) in std::mem::take(&mut self.conf_waiters) {
+            let _ = w.reply.send(Err(match err() {
+                NodeError::NotLeader { .. } => NodeError::Unavailable(
+                    "leadership was lost before the membership change committed: outcome \
+                     unknown; check Status and retry"
+                        .into(),
+                ),
+                other => other,
+            }));
+        }
     }
 
     fn process_ready(&mut self) -> Result<(), NodeError> {
@@ -266,6 +324,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     }
 
     fn handle_ready(&mut self, mut rd: Ready) -> Result<(), NodeError> {
+        // A change that committed in the step that also cost us leadership is still a success.
+        self.settle_conf_waiters();
+        // New members get a link before this Ready's messages go out.
+        self.sync_membership();
         if let Some(ss) = rd.soft_state {
             tracing::info!(
                 id = self.cfg.id,
@@ -467,7 +529,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .iter()
                 .map(|(&id, p)| PeerStatus {
                     id,
-                    addr: self.cfg.addr_of(id).unwrap_or_default().to_string(),
+                    addr: self.addr_of(id),
                     match_index: p.matched,
                     next_index: p.next,
                     lag: last_index.saturating_sub(p.matched),
@@ -483,7 +545,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             addr: self.cfg.advertised_addr(),
             role: r.role(),
             term: r.term(),
-            leader_id: r.leader(),
+            // A removed node hears from no leader any more; do not send clients to a stale one.
+            leader_id: if self.removed { None } else { r.leader() },
             commit_index: r.commit_index(),
             applied_index: r.applied_index(),
             last_index,
@@ -491,6 +554,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             peers,
             voters: r.conf().voters.iter().copied().collect(),
             learners: r.conf().learners.iter().copied().collect(),
+            addrs: r.conf().addrs.clone(),
+            removed: self.removed,
             cluster_id: self.cfg.cluster_id.clone(),
         };
         self.shared.status.send_if_modified(|cur| {

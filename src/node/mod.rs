@@ -6,6 +6,7 @@
 //! or cluster by mistake.
 
 mod driver;
+pub mod membership;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use crate::raft::{ConfState, NodeId, StorageError};
 use crate::storage::{DiskConfig, DiskStorage};
 
 pub use self::driver::{Driver, Started};
+pub use self::membership::{ConfChanged, ConfOp, MembershipError};
 pub use self::status::{NodeStatus, PeerStatus};
 
 /// The storage backend the node runs on: the durable, checksummed WAL of [`crate::storage`].
@@ -76,6 +78,14 @@ pub fn check_identity(data_dir: &Path, id: NodeId, cluster_id: &str) -> Result<(
     }
 }
 
+/// The cluster id recorded in `<data-dir>/node.json`, if the directory has been used before.
+/// A restarting `--join` node takes its cluster id from here instead of asking the cluster.
+pub fn stored_cluster_id(data_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(data_dir.join("node.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("cluster_id")?.as_str().map(str::to_string)
+}
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -84,8 +94,25 @@ pub struct NodeConfig {
     /// Address to listen on; also what peers and clients are told unless this node's own
     /// `peers` entry says otherwise (see [`NodeConfig::advertised_addr`]).
     pub addr: SocketAddr,
-    /// Every member's address, this node included.
+    /// The initial members (every voter's address, this node included) for a node that
+    /// bootstraps a new cluster. Empty for a node that joins an existing cluster (`--join`) or
+    /// restarts from storage that already knows the membership: storage is the authority then,
+    /// and this list only seeds a fresh storage.
     pub peers: BTreeMap<NodeId, String>,
+    /// Address this node tells others to reach it at when `peers` has no entry for it (a
+    /// joining node); `None` means the listen address.
+    pub advertise: Option<String>,
+    /// Local dialling overrides (`--route ID=ADDR`): reach node ID at ADDR instead of its
+    /// replicated address. The launcher routes every peer link through its fault proxies this
+    /// way; the replicated membership keeps the real addresses that clients and other nodes use.
+    pub routes: BTreeMap<NodeId, String>,
+    /// Addresses learned outside the membership (from the node asked with `--join`). Used only
+    /// to reach peers before this node has learned the membership itself: a fresh joiner must
+    /// answer the leader's first AppendEntries before any configuration entry reaches it.
+    pub known_addrs: BTreeMap<NodeId, String>,
+    /// Join an existing cluster after starting (`--join`); `None` for a node that bootstraps
+    /// or restarts.
+    pub join: Option<JoinConfig>,
     /// Data directory (`<data-dir>/raft` holds the log).
     pub data_dir: PathBuf,
     /// Peers with another cluster id are refused.
@@ -113,6 +140,10 @@ impl NodeConfig {
             id,
             addr,
             peers,
+            advertise: None,
+            routes: BTreeMap::new(),
+            known_addrs: BTreeMap::new(),
+            join: None,
             data_dir: PathBuf::from(format!("data/node-{id}")),
             cluster_id: "rustyraft".into(),
             cluster_token: None,
@@ -126,17 +157,36 @@ impl NodeConfig {
     }
 
     /// The address others reach this node at: its own `peers` entry when there is one (a
-    /// container listens on `0.0.0.0` but is known by its service name), else the listen address.
+    /// container listens on `0.0.0.0` but is known by its service name), else `advertise`, else
+    /// the listen address.
     pub fn advertised_addr(&self) -> String {
-        self.addr_of(self.id)
-            .map(str::to_string)
+        self.peers
+            .get(&self.id)
+            .or(self.advertise.as_ref())
+            .cloned()
             .unwrap_or_else(|| self.addr.to_string())
     }
 
-    /// Address of a member, if known.
+    /// Address of a node from the static configuration (bootstrap peers, then addresses learned
+    /// when joining), for when the replicated membership does not know it.
     pub fn addr_of(&self, id: NodeId) -> Option<&str> {
-        self.peers.get(&id).map(String::as_str)
+        self.peers
+            .get(&id)
+            .or_else(|| self.known_addrs.get(&id))
+            .map(String::as_str)
     }
+}
+
+/// How a node joins an existing cluster (`raft_client run ... --join A[,B...]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// Client addresses of existing members to ask; any member will do (a follower redirects
+    /// to the leader).
+    pub targets: Vec<String>,
+    /// Join as a learner and stay one (`--learner`); otherwise become a voter once caught up.
+    pub learner: bool,
+    /// The cluster id the operator expects (`--cluster-id`); `None` takes the target's.
+    pub expect_cluster_id: Option<String>,
 }
 
 /// Errors of the node layer. The API maps them to gRPC codes.
@@ -155,6 +205,9 @@ pub enum NodeError {
     /// The chat state machine refused the command.
     #[error(transparent)]
     Chat(#[from] ChatError),
+    /// A membership change was refused or did not complete in time.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     /// The driver has stopped (shutdown or fatal error).
     #[error("node is shutting down")]
     Stopped,
@@ -186,6 +239,17 @@ pub(crate) enum Request {
     /// Compact the log now.
     Snapshot {
         reply: oneshot::Sender<Result<(u64, u64), NodeError>>,
+    },
+    /// Change the membership; answered once the configuration entry is committed.
+    ChangeConf {
+        op: ConfOp,
+        reply: oneshot::Sender<Result<ConfChanged, NodeError>>,
+    },
+    /// Start handing leadership to a voter (0: the most up-to-date one); answered with the
+    /// chosen target as soon as the transfer has started.
+    TransferLeader {
+        target: NodeId,
+        reply: oneshot::Sender<Result<NodeId, NodeError>>,
     },
 }
 
@@ -239,11 +303,29 @@ impl NodeHandle {
         self.shared.status.borrow().clone()
     }
 
-    /// Known leader (id and address), if any.
+    /// Known leader (id and the address clients use, from the replicated membership), if any.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let s = self.shared.status.borrow();
-        s.leader_id
-            .map(|id| (id, self.config.addr_of(id).unwrap_or_default().to_string()))
+        s.leader_id.map(|id| (id, self.addr_in(&s, id)))
+    }
+
+    fn addr_in(&self, s: &NodeStatus, id: NodeId) -> String {
+        s.addrs
+            .get(&id)
+            .map(String::as_str)
+            .or_else(|| self.config.addr_of(id))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The address this node dials to reach node `id`: its `--route` override when there is
+    /// one (the launcher's fault proxies), else its replicated address. Use it for node-to-node
+    /// calls (forwarding to the leader); tell clients [`NodeHandle::leader`]'s address instead.
+    pub fn dial_addr(&self, id: NodeId) -> String {
+        match self.config.routes.get(&id) {
+            Some(a) => a.clone(),
+            None => self.addr_in(&self.shared.status.borrow(), id),
+        }
     }
 
     async fn request<T>(
@@ -285,6 +367,21 @@ impl NodeHandle {
             .await
             .map(|_| ())
             .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Asks the driver for one membership change and waits until its configuration entry is
+    /// committed (or refused). Leader only; see [`ConfOp`] for what each change does.
+    pub async fn change_conf(&self, op: ConfOp) -> Result<ConfChanged, NodeError> {
+        self.request(|reply| Request::ChangeConf { op, reply })
+            .await
+    }
+
+    /// Starts a leadership transfer to `target` (0: the most up-to-date other voter) and
+    /// returns the chosen target. The transfer itself completes asynchronously: watch the
+    /// status for the new leader.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<NodeId, NodeError> {
+        self.request(|reply| Request::TransferLeader { target, reply })
+            .await
     }
 
     /// Takes a snapshot now; returns its (index, term).

@@ -1,5 +1,7 @@
 //! What a node reports about itself and, when it leads, about its followers.
 
+use std::collections::BTreeMap;
+
 use crate::raft::{NodeId, Role};
 
 /// One follower's replication progress, as the leader sees it.
@@ -48,6 +50,11 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     /// Non-voting members.
     pub learners: Vec<NodeId>,
+    /// Every member's address, from the replicated membership.
+    pub addrs: BTreeMap<NodeId, String>,
+    /// This node was a member and has seen itself removed from the membership: it takes no
+    /// further part in the cluster (it never campaigns and nobody replicates to it).
+    pub removed: bool,
     /// Cluster id.
     pub cluster_id: String,
 }
@@ -68,6 +75,8 @@ impl NodeStatus {
             peers: Vec::new(),
             voters: Vec::new(),
             learners: Vec::new(),
+            addrs: BTreeMap::new(),
+            removed: false,
             cluster_id,
         }
     }

@@ -66,20 +66,32 @@ pub struct TransportStats {
 }
 
 /// Sending side: routes each outgoing core message to its peer's outbox.
-#[derive(Clone)]
+///
+/// The set of peers is not fixed: the driver calls [`Transport::set_peers`] whenever the
+/// membership changes, which starts a client task for each new member and drops the outbox of
+/// each removed one (its task then ends and its connection closes).
 pub struct Transport {
-    outboxes: Arc<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+    self_id: NodeId,
+    cluster_id: String,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Local dialling overrides (`--route`), applied over the addresses the membership gives.
+    routes: BTreeMap<NodeId, String>,
+    /// One outbox per peer, with the address its task dials.
+    outboxes: BTreeMap<NodeId, (String, mpsc::Sender<Message>)>,
+    shutdown: watch::Receiver<bool>,
     stats: Arc<TransportStats>,
 }
 
 impl Transport {
     /// Starts one client task per peer (every entry of `peers` except `self_id`). Tasks stop
-    /// when `shutdown` turns true or the transport is dropped.
+    /// when `shutdown` turns true, or when their peer is removed. `routes` override where a
+    /// peer is dialled (`--route`), now and after every [`Transport::set_peers`].
     pub fn start(
         self_id: NodeId,
         cluster_id: &str,
         token: Option<&str>,
         peers: &BTreeMap<NodeId, String>,
+        routes: &BTreeMap<NodeId, String>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Transport, TransportError> {
         let token = match token {
@@ -89,50 +101,93 @@ impl Transport {
             ),
             None => None,
         };
-        let stats = Arc::new(TransportStats::default());
-        let mut outboxes = BTreeMap::new();
+        let mut t = Transport {
+            self_id,
+            cluster_id: cluster_id.to_string(),
+            token,
+            routes: routes.clone(),
+            outboxes: BTreeMap::new(),
+            shutdown,
+            stats: Arc::new(TransportStats::default()),
+        };
+        if let Some(e) = t.set_peers(peers).into_iter().next() {
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    /// Makes the peer set exactly `peers` (minus this node): starts tasks for new peers,
+    /// restarts those whose address changed, and drops removed ones. A peer whose address is
+    /// unusable is skipped and reported (the addresses come from the replicated membership; one
+    /// bad entry must not take the node down).
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) -> Vec<TransportError> {
+        let mut errors = Vec::new();
+        self.outboxes
+            .retain(|id, _| peers.contains_key(id) && *id != self.self_id);
         for (&id, addr) in peers {
-            if id == self_id {
+            if id == self.self_id {
                 continue;
             }
-            let uri = if addr.contains("://") {
-                addr.clone()
-            } else {
-                format!("http://{addr}")
-            };
-            let endpoint = Endpoint::from_shared(uri)
-                .map_err(|e| TransportError::BadAddress {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let (tx, rx) = mpsc::channel(PEER_OUTBOX);
-            outboxes.insert(id, tx);
-            let peer = PeerTask {
-                id,
-                cluster_id: cluster_id.to_string(),
-                client: RaftClient::new(endpoint.connect_lazy()),
-                rx,
-                token: token.clone(),
-                stats: stats.clone(),
-                shutdown: shutdown.clone(),
-            };
-            tokio::spawn(peer.run());
+            let dial = self.routes.get(&id).unwrap_or(addr).clone();
+            if self.outboxes.get(&id).is_some_and(|(a, _)| *a == dial) {
+                continue;
+            }
+            match self.spawn_peer(id, &dial) {
+                Ok(tx) => {
+                    tracing::info!(peer = id, addr = %dial, "peer link added");
+                    self.outboxes.insert(id, (dial, tx));
+                }
+                Err(e) => {
+                    self.outboxes.remove(&id);
+                    errors.push(e);
+                }
+            }
         }
-        Ok(Transport {
-            outboxes: Arc::new(outboxes),
-            stats,
-        })
+        errors
+    }
+
+    /// The peers with an outbox, and the address each is dialled at.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.outboxes
+            .iter()
+            .map(|(id, (a, _))| (*id, a.clone()))
+            .collect()
+    }
+
+    fn spawn_peer(&self, id: NodeId, addr: &str) -> Result<mpsc::Sender<Message>, TransportError> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| TransportError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel(PEER_OUTBOX);
+        let peer = PeerTask {
+            id,
+            cluster_id: self.cluster_id.clone(),
+            client: RaftClient::new(endpoint.connect_lazy()),
+            rx,
+            token: self.token.clone(),
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(peer.run());
+        Ok(tx)
     }
 
     /// Queues messages for their peers; never blocks. Messages to unknown peers or to a full
     /// outbox are dropped (Raft retransmits).
     pub fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            let Some(tx) = self.outboxes.get(&m.to) else {
+            let Some((_, tx)) = self.outboxes.get(&m.to) else {
                 tracing::debug!(to = m.to, "no route to peer, message dropped");
                 continue;
             };
@@ -424,6 +479,45 @@ mod tests {
         };
         let (a, b) = coalesce(ae(2, 4, 1, &[5], 4), hb.clone()).unwrap_err();
         assert_eq!((a, b), (ae(2, 4, 1, &[5], 4), hb));
+    }
+
+    #[tokio::test]
+    async fn peers_follow_the_membership_and_routes_override_addresses() {
+        let (_stop, shutdown) = watch::channel(false);
+        let routes = BTreeMap::from([(3, "127.0.0.1:9003".to_string())]);
+        let start = BTreeMap::from([
+            (1, "127.0.0.1:7001".to_string()),
+            (2, "127.0.0.1:7002".to_string()),
+            (3, "127.0.0.1:7003".to_string()),
+        ]);
+        let mut t = Transport::start(1, "c", None, &start, &routes, shutdown).unwrap();
+        // Never a link to ourselves; node 3 is dialled at its route.
+        assert_eq!(
+            t.peers(),
+            BTreeMap::from([
+                (2, "127.0.0.1:7002".to_string()),
+                (3, "127.0.0.1:9003".to_string())
+            ])
+        );
+        // 2 removed, 4 added, 3 moved (its route still wins); a bad address is reported and
+        // skipped without touching the others.
+        let next = BTreeMap::from([
+            (3, "127.0.0.1:8003".to_string()),
+            (4, "127.0.0.1:7004".to_string()),
+            (5, "bad address with spaces".to_string()),
+        ]);
+        let errors = t.set_peers(&next);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            t.peers(),
+            BTreeMap::from([
+                (3, "127.0.0.1:9003".to_string()),
+                (4, "127.0.0.1:7004".to_string())
+            ])
+        );
+        // Messages to a removed peer are dropped, not queued.
+        t.send(vec![ae(2, 0, 0, &[1], 0)]);
+        assert_eq!(t.stats().dropped_full.load(Ordering::Relaxed), 0);
     }
 
     fn ack(term: u64, success: bool, match_index: u64) -> Message {

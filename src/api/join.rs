@@ -1,0 +1,141 @@
+//! `raft_client run <id> <addr> --join A[,B...]`: a new node joins a running cluster.
+//!
+//! 1. Before the node starts, [`discover`] asks the targets for their Status: the cluster id
+//!    (so the data directory is stamped with the right one, and a node never joins a foreign
+//!    cluster) and the members' addresses (so the fresh node can answer the leader's first
+//!    messages before any configuration entry has reached it).
+//! 2. The node starts with empty storage and no membership: it is nobody's voter, so it never
+//!    campaigns, and it serves its gRPC so the leader can replicate to it.
+//! 3. [`add_self`] calls `AddMember` for itself (as a voter unless `--learner`), following
+//!    leader redirects and retrying through elections and in-flight changes, bounded by
+//!    [`JOIN_DEADLINE`]. When the local storage already lists this node as a member (a restart)
+//!    there is nothing to do.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::client::{Client, MembershipCall, MembershipReply};
+use crate::node::{JoinConfig, NodeHandle};
+use crate::pb;
+use crate::pb::cluster_client::ClusterClient;
+
+/// How long discovery keeps asking the targets for their Status.
+pub const DISCOVER_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a node keeps trying to be added (catch-up included) before it gives up and exits.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Asks the join targets for a Status, preferring one that knows a leader. Checks the cluster
+/// id against `join.expect_cluster_id`. Bounded by [`DISCOVER_DEADLINE`].
+pub async fn discover(join: &JoinConfig) -> Result<pb::StatusResponse, String> {
+    if join.targets.is_empty() {
+        return Err("--join needs at least one address".into());
+    }
+    let deadline = tokio::time::Instant::now() + DISCOVER_DEADLINE;
+    let mut last = String::from("no answer");
+    loop {
+        let mut fallback = None;
+        for t in &join.targets {
+            match status_of(t).await {
+                Ok(s) if s.cluster_id.is_empty() => last = format!("{t}: no cluster id"),
+                Ok(s) if s.leader_id != 0 => return check_cluster(join, s),
+                Ok(s) => fallback = Some(s),
+                Err(e) => last = format!("{t}: {e}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return match fallback {
+                Some(s) => check_cluster(join, s),
+                None => Err(format!(
+                    "could not reach any of {:?} within {}s (last error: {last})",
+                    join.targets,
+                    DISCOVER_DEADLINE.as_secs()
+                )),
+            };
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+fn check_cluster(join: &JoinConfig, s: pb::StatusResponse) -> Result<pb::StatusResponse, String> {
+    match &join.expect_cluster_id {
+        Some(want) if *want != s.cluster_id => Err(format!(
+            "--cluster-id is {want:?} but the cluster at {:?} is {:?}; refusing to join",
+            join.targets, s.cluster_id
+        )),
+        _ => Ok(s),
+    }
+}
+
+async fn status_of(addr: &str) -> Result<pb::StatusResponse, String> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let ch = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| format!("bad address: {e}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    ClusterClient::new(ch)
+        .status(pb::StatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
+}
+
+/// Adds this node to the cluster through the join targets, unless the local storage already
+/// lists it. Returns a one-line description of the outcome, or why it failed.
+pub async fn add_self(node: NodeHandle, join: JoinConfig) -> Result<String, String> {
+    let cfg = node.config().clone();
+    let st = node.status();
+    if st.voters.contains(&cfg.id) || st.learners.contains(&cfg.id) {
+        return Ok(format!(
+            "node {} is already a member according to its storage; --join has nothing to do",
+            cfg.id
+        ));
+    }
+    let addr = cfg.advertised_addr();
+    let call = MembershipCall::Add {
+        id: cfg.id,
+        addr: addr.clone(),
+        learner: join.learner,
+    };
+    let mut client = Client::new(&join.targets.join(",")).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+    tracing::info!(id = cfg.id, %addr, targets = ?join.targets, learner = join.learner,
+        "joining the cluster");
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.membership(&call, left).await {
+            Ok(MembershipReply::Conf(r)) => {
+                let conf = r.conf.unwrap_or_default();
+                return Ok(format!(
+                    "joined the cluster as a {} (configuration index {}; voters {:?}, learners \
+                     {:?})",
+                    if conf.voters.contains(&cfg.id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    },
+                    r.index,
+                    conf.voters,
+                    conf.learners
+                ));
+            }
+            Ok(MembershipReply::Leader(_)) => return Err("unexpected answer to AddMember".into()),
+            Err(crate::client::ClientError::Status { code, message })
+                if matches!(code, Code::FailedPrecondition | Code::DeadlineExceeded)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                // Another change in flight, or catch-up still running: the learner stays in,
+                // and the next try resumes from there.
+                tracing::info!(id = cfg.id, ?code, %message, "join not done yet, retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(format!("could not join the cluster: {e}")),
+        }
+    }
+}
