@@ -64,6 +64,8 @@ pub struct Driver<S: LogStore + Send + 'static> {
     /// configuration take effect (on append or on apply).
     /// `None` until the first sync.
     known_conf: Option<ConfState>,
+    /// Whether the membership change in `known_conf` was still uncommitted at the last sync.
+    known_pending: bool,
     /// This node has been part of the membership it knows (so it can tell when it is removed).
     was_member: bool,
     /// This node was a member and is no longer in the membership.
@@ -149,6 +151,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             reads: HashMap::new(),
             conf_waiters: BTreeMap::new(),
             known_conf: None,
+            known_pending: false,
             was_member: false,
             removed: false,
             next_ctx: 1,

@@ -27,9 +27,12 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     /// set up for, reconnect (new members get a link, removed ones lose theirs), and notice
     /// this node's own addition or removal.
     pub(super) fn sync_membership(&mut self) {
-        if self.known_conf.as_ref() == Some(self.raft.conf()) {
+        let pending = self.raft.conf_change_pending();
+        let conf_changed = self.known_conf.as_ref() != Some(self.raft.conf());
+        if !conf_changed && self.known_pending == pending {
             return;
         }
+        self.known_pending = pending;
         let conf = self.raft.conf().clone();
         let me = self.cfg.id;
         let mut want: BTreeMap<NodeId, String> = BTreeMap::new();
@@ -49,9 +52,20 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 want.insert(id, a.to_string());
             }
         }
+        if pending {
+            // Membership is in force on append, but a node that an uncommitted change removed
+            // may still lead (it replicates its own removal) or be needed to elect one: keep
+            // its link until the change commits.
+            for (id, a) in self.transport.peers() {
+                want.entry(id).or_insert(a);
+            }
+        }
         want.remove(&me);
         for e in self.transport.set_peers(&want) {
             tracing::warn!(id = me, error = %e, "cannot reach a member at its address");
+        }
+        if !conf_changed {
+            return;
         }
         if self.known_conf.is_some() {
             tracing::info!(
