@@ -131,7 +131,8 @@ impl Client {
     }
 
     /// Runs one membership call against the leader: follows leader redirects, and retries
-    /// on UNAVAILABLE (no leader, a new leader not ready yet, a node down) until `deadline`.
+    /// on UNAVAILABLE (no leader, a new leader not ready yet, a node down) until `deadline`;
+    /// DEADLINE_EXCEEDED is returned at once (`--join` retries it itself).
     /// When an earlier try's outcome was unknown (leadership lost mid-change) and a retry is
     /// refused because the change already holds (a removed node is NOT_FOUND, a promoted one is
     /// already a voter), the call succeeds: the first try did it.
@@ -182,7 +183,10 @@ impl Client {
                     return Ok(MembershipReply::Conf(conf));
                 }
             }
-            if !retryable(st.code()) || tokio::time::Instant::now() >= deadline {
+            // DEADLINE_EXCEEDED is final here: from the server it means catch-up ran out (a
+            // retry would wait as long again); locally, the call already took its 45 s.
+            let again = retryable(st.code()) && st.code() != Code::DeadlineExceeded;
+            if !again || tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Status {
                     code: st.code(),
                     message: st.message().to_string(),

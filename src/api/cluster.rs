@@ -46,6 +46,8 @@ impl ClusterApi {
     async fn catch_up_and_promote(&self, id: NodeId) -> Result<ConfChanged, Status> {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         let mut lag = u64::MAX;
+        // Why the last promotion attempt was refused, for the timeout message.
+        let mut refused: Option<String> = None;
         loop {
             let st = self.node.status();
             if st.role != Role::Leader {
@@ -60,25 +62,27 @@ impl ClusterApi {
                     Ok(done) => return Ok(done),
                     // Fell behind again, or a leader's own first change is still in flight:
                     // keep waiting within the deadline.
-                    Err(NodeError::Membership(
-                        MembershipError::NotCaughtUp { .. } | MembershipError::Pending,
-                    )) => {}
+                    Err(NodeError::Membership(MembershipError::NotCaughtUp { detail, .. })) => {
+                        refused = Some(detail)
+                    }
+                    Err(NodeError::Membership(MembershipError::Pending)) => {}
                     Err(e) => return Err(node_status(e)),
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                let lag = if lag == u64::MAX {
-                    "unknown".to_string()
-                } else {
-                    lag.to_string()
+                let why = match (refused, lag) {
+                    (Some(detail), _) => detail,
+                    (None, u64::MAX) => "the leader has no progress for it yet".to_string(),
+                    (None, lag) => {
+                        format!("{lag} entries behind, at most {PROMOTE_MAX_LAG} allowed")
+                    }
                 };
                 return Err(node_status(
                     MembershipError::Timeout(format!(
                         "node {id} was added as a learner but did not catch up within {}s \
-                         (lag {lag} entries, at most {PROMOTE_MAX_LAG} allowed); it stays a \
-                         learner: promote it with `raft_client cluster promote {id}` once it \
-                         has caught up",
+                         ({why}); it stays a learner: promote it with `raft_client cluster \
+                         promote {id}` once it has caught up",
                         CATCH_UP_TIMEOUT.as_secs()
                     ))
                     .into(),

@@ -175,8 +175,14 @@ pub async fn serve(
     let join_failed = Arc::new(Mutex::new(None::<String>));
     if let Some(j) = cfg.join.clone() {
         let (node, failed) = (node.clone(), join_failed.clone());
+        let mut stopping = node.shared().draining.subscribe();
         tokio::spawn(async move {
-            match join::add_self(node.clone(), j).await {
+            let joined = tokio::select! {
+                r = join::add_self(node.clone(), j) => r,
+                // Shutting down: stop asking (the node may join on its next start).
+                _ = stopping.wait_for(|&d| d) => return,
+            };
+            match joined {
                 Ok(msg) => tracing::info!(id = node.config().id, "{msg}"),
                 Err(e) => {
                     tracing::error!(id = node.config().id, error = %e, "join failed; stopping");
