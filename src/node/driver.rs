@@ -61,7 +61,7 @@ pub struct Driver<S: LogStore + Send + 'static> {
     conf_waiters: BTreeMap<u64, ConfWaiter>,
     /// The membership the transport and the status were last synced to; compared with
     /// `raft.conf()` after every Ready, so the node follows whichever moment the core makes a
-    /// configuration take effect (on append or on apply).
+    /// configuration take effect (on append).
     /// `None` until the first sync.
     known_conf: Option<ConfState>,
     /// Whether the membership change in `known_conf` was still uncommitted at the last sync.

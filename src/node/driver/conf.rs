@@ -64,10 +64,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         for e in self.transport.set_peers(&want) {
             tracing::warn!(id = me, error = %e, "cannot reach a member at its address");
         }
-        if !conf_changed {
-            return;
-        }
-        if self.known_conf.is_some() {
+        if conf_changed && self.known_conf.is_some() {
             tracing::info!(
                 id = me,
                 voters = ?conf.voters,
@@ -88,7 +85,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         if member && self.removed {
             self.removed = false;
         }
-        if !member && self.was_member && !self.removed {
+        // Removed only once the change is committed: until then a removed leader still leads
+        // (it replicates its own removal), and an overwritten change would bring it back.
+        if !member && self.was_member && !self.removed && !pending {
             tracing::warn!(
                 id = me,
                 "this node has been REMOVED from the cluster: it no longer takes part (it \
