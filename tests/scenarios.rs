@@ -649,3 +649,44 @@ fn ongaro_2015_single_server_change_bug_is_prevented() {
     ok(&mut c, r);
     panic!("n2 changed the membership before committing in its term: {res:?}");
 }
+
+/// Reference: thesis section 3.10 (leadership transfer). The leader stops taking proposals,
+/// brings a lagging target up to date, then sends it TimeoutNow; the target wins at once, in
+/// the next term, without waiting for an election timeout.
+#[test]
+fn section_3_10_leadership_transfer_catches_the_target_up_first() {
+    let mut c = cluster(3, None);
+    elect(&mut c, 1);
+    // n3 misses a few entries.
+    c.drop_filter = Some(Box::new(|m| {
+        m.to == 3 && matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    for i in 0..3u8 {
+        c.propose(1, &[i]).expect("n1 leads");
+        let r = c.stabilize();
+        ok(&mut c, r);
+    }
+    let last = node(&c, 1).log().last_index().expect("last");
+    assert!(node(&c, 3).log().last_index().expect("last") < last);
+    let term = node(&c, 1).term();
+    c.drop_filter = None;
+    let r = c.raft_mut(1).expect("up").transfer_leader(3);
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        c.raft_mut(1).expect("up").propose(b"late".to_vec().into()),
+        Err(ProposeError::TransferInProgress),
+        "a transferring leader takes no proposals"
+    );
+    // The lost appends are found out by the heartbeat stall check (two rounds without
+    // progress), then the target is caught up and told to campaign: six ticks, well below the
+    // election timeout of 10 to 20 ticks.
+    let r = c.process(1).and_then(|_| c.run_ticks(6, |_| Ok(())));
+    ok(&mut c, r);
+    assert_eq!(
+        c.leader(),
+        Some(3),
+        "n3 leads right away, no timeout needed"
+    );
+    assert_eq!(node(&c, 3).term(), term + 1);
+    assert!(node(&c, 3).log().last_index().expect("last") > last);
+}

@@ -932,6 +932,10 @@ impl<S: Storage> Raft<S> {
         };
         if caught_up {
             self.send(target, self.term, MessageBody::TimeoutNow);
+        } else if let Ok(last) = self.log.last_index() {
+            // Start catching it up now rather than at the next heartbeat; TimeoutNow follows
+            // the acknowledgement that makes it current.
+            let _ = self.send_append(target, last);
         }
         Ok(())
     }

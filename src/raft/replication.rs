@@ -162,7 +162,7 @@ impl<S: Storage> Raft<S> {
 
     /// Sends one append to `to` if its window allows and it lacks entries. Returns whether it
     /// sent one (and may be able to send another).
-    fn send_append(&mut self, to: NodeId, last: u64) -> Result<bool> {
+    pub(super) fn send_append(&mut self, to: NodeId, last: u64) -> Result<bool> {
         let max_inflight = self.cfg.max_inflight_msgs;
         let Some(pr) = self.progress.get(&to) else {
             return Ok(false);

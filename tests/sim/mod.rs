@@ -821,6 +821,11 @@ impl<S: SimStore> Cluster<S> {
         if f.conf_change > 0.0 && self.rng.f64() < f.conf_change {
             self.random_conf_change()?;
         }
+        // Leadership transfers ride along with membership changes (same seeds), so the seeds
+        // without membership changes run exactly as before.
+        if f.conf_change > 0.0 && self.rng.f64() < f.conf_change / 2.0 {
+            self.random_transfer()?;
+        }
         // Compaction at the applied index.
         if f.compact > 0.0 && self.rng.f64() < f.compact {
             let id = ids[self.rng.usize(0..n)];
@@ -868,6 +873,21 @@ impl<S: SimStore> Cluster<S> {
         };
         let res = r.propose_conf_change(conf.clone());
         self.log(|| format!("CONF CHANGE at n{l}: {what} n{id} -> {conf:?}: {res:?}"));
+        self.process(l)
+    }
+
+    /// Asks the leader to hand leadership to a random node (TimeoutNow). The core refuses a
+    /// non-voter; a transfer that does not complete within an election timeout is abandoned.
+    pub fn random_transfer(&mut self) -> Result<(), Failure> {
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let to = self.ids[self.rng.usize(0..self.ids.len())];
+        let Some(r) = self.raft_mut(l) else {
+            return Ok(());
+        };
+        let res = r.transfer_leader(to);
+        self.log(|| format!("TRANSFER at n{l} to n{to}: {res:?}"));
         self.process(l)
     }
 
