@@ -73,6 +73,10 @@ pub struct Driver<S: LogStore + Send + 'static> {
     next_ctx: u64,
     /// Index of the latest snapshot in storage.
     snapshot_index: u64,
+    /// Size of the latest snapshot's state-machine image, for [`super::snapshot_due`].
+    snapshot_bytes: u64,
+    /// Command bytes applied since the latest snapshot.
+    applied_bytes_since_snapshot: u64,
     was_leader: bool,
 }
 
@@ -156,6 +160,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             removed: false,
             next_ctx: 1,
             snapshot_index: snap.meta.index,
+            snapshot_bytes: snap.data.len() as u64,
+            applied_bytes_since_snapshot: 0,
             was_leader: false,
         };
         let mut driver = driver;
@@ -400,6 +406,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             sm.restore(data)?;
         }
         self.snapshot_index = index;
+        self.snapshot_bytes = data.len() as u64;
+        self.applied_bytes_since_snapshot = 0;
         self.shared.applied.send_replace(index);
         tracing::info!(id = self.cfg.id, index, "restored snapshot from leader");
         // Proposals below the snapshot can no longer be matched to their entries.
@@ -419,6 +427,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             return Ok(());
         };
         let mut outcomes = Vec::with_capacity(entries.len());
+        self.applied_bytes_since_snapshot +=
+            entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         {
             let mut sm = self
                 .shared
@@ -492,7 +502,12 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     /// term).
     fn maybe_compact(&mut self, force: bool) -> Result<(u64, u64), NodeError> {
         let applied = self.raft.applied_index();
-        let due = applied.saturating_sub(self.snapshot_index) >= self.cfg.snapshot_threshold;
+        let due = super::snapshot_due(
+            applied.saturating_sub(self.snapshot_index),
+            self.applied_bytes_since_snapshot,
+            self.snapshot_bytes,
+            self.cfg.snapshot_threshold,
+        );
         if applied <= self.snapshot_index || !(force || due) {
             let term = self.raft.log().term(self.snapshot_index).unwrap_or(0);
             return Ok((self.snapshot_index, term));
@@ -520,6 +535,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         store.compact(applied, conf, data)?;
         store.sync()?;
         self.snapshot_index = applied;
+        self.snapshot_bytes = bytes as u64;
+        self.applied_bytes_since_snapshot = 0;
         tracing::info!(id = self.cfg.id, index = applied, bytes, "log compacted");
         Ok((applied, term))
     }

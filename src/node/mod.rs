@@ -123,7 +123,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
     pub election_ticks: u64,
-    /// Compact the log once this many entries are applied past the last snapshot.
+    /// Compact the log once at least this many entries are applied past the last snapshot (and
+    /// see [`snapshot_due`] for the size rule that keeps snapshots amortised).
     pub snapshot_threshold: u64,
     /// Cap on a message's text.
     pub max_text_bytes: usize,
@@ -395,4 +396,21 @@ impl NodeHandle {
         rx.mark_unchanged();
         let _ = tokio::time::timeout(timeout, rx.changed()).await;
     }
+}
+
+/// Whether to take a snapshot now: at least `min_entries` entries applied since the last one,
+/// and at least half the last snapshot's size in applied command bytes.
+///
+/// Why the size rule: a snapshot encodes the whole chat state. Taken every fixed number of
+/// entries, its total cost grows with the square of the history (the profile in
+/// `docs/benchmarks.md` showed throughput falling as the state grew). Tying the interval to the
+/// snapshot's own size makes each applied byte pay for at most about two encoded bytes, while
+/// the log tail a restart has to replay stays at most about half the state.
+pub fn snapshot_due(
+    entries_since: u64,
+    bytes_since: u64,
+    last_snapshot_bytes: u64,
+    min_entries: u64,
+) -> bool {
+    entries_since >= min_entries && bytes_since.saturating_mul(2) >= last_snapshot_bytes
 }

@@ -162,3 +162,16 @@ fn data_dir_identity_is_recorded_and_enforced() {
         Err(NodeError::Config(_))
     ));
 }
+
+#[test]
+fn snapshots_wait_for_half_their_own_size_in_new_log() {
+    use crate::node::snapshot_due;
+    // A small state: the entry minimum decides.
+    assert!(!snapshot_due(9_999, 10_000_000, 1_000, 10_000));
+    assert!(snapshot_due(10_000, 1_500_000, 1_000, 10_000));
+    // A large state (100 MB image): 10k entries of 150 bytes are not enough; 50 MB are.
+    assert!(!snapshot_due(10_000, 1_500_000, 100_000_000, 10_000));
+    assert!(snapshot_due(350_000, 50_000_000, 100_000_000, 10_000));
+    // No snapshot yet.
+    assert!(snapshot_due(10_000, 0, 0, 10_000));
+}
