@@ -399,18 +399,25 @@ impl NodeHandle {
 }
 
 /// Whether to take a snapshot now: at least `min_entries` entries applied since the last one,
-/// and at least half the last snapshot's size in applied command bytes.
+/// and at least half the last snapshot's size in applied command bytes; but always once
+/// [`SNAPSHOT_MAX_INTERVAL_FACTOR`] times `min_entries` are applied.
 ///
 /// Why the size rule: a snapshot encodes the whole chat state. Taken every fixed number of
 /// entries, its total cost grows with the square of the history (the profile in
 /// `docs/benchmarks.md` showed throughput falling as the state grew). Tying the interval to the
-/// snapshot's own size makes each applied byte pay for at most about two encoded bytes, while
-/// the log tail a restart has to replay stays at most about half the state.
+/// snapshot's own size makes each applied byte pay for about two encoded bytes. Why the cap: the
+/// log tail a restart replays (and a lagging follower may need) stays bounded, 100 000 entries
+/// with the default threshold.
 pub fn snapshot_due(
     entries_since: u64,
     bytes_since: u64,
     last_snapshot_bytes: u64,
     min_entries: u64,
 ) -> bool {
-    entries_since >= min_entries && bytes_since.saturating_mul(2) >= last_snapshot_bytes
+    let max_entries = min_entries.saturating_mul(SNAPSHOT_MAX_INTERVAL_FACTOR);
+    entries_since >= max_entries
+        || (entries_since >= min_entries && bytes_since.saturating_mul(2) >= last_snapshot_bytes)
 }
+
+/// See [`snapshot_due`]: the longest snapshot interval, as a multiple of the threshold.
+pub const SNAPSHOT_MAX_INTERVAL_FACTOR: u64 = 10;

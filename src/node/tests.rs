@@ -171,7 +171,10 @@ fn snapshots_wait_for_half_their_own_size_in_new_log() {
     assert!(snapshot_due(10_000, 1_500_000, 1_000, 10_000));
     // A large state (100 MB image): 10k entries of 150 bytes are not enough; 50 MB are.
     assert!(!snapshot_due(10_000, 1_500_000, 100_000_000, 10_000));
-    assert!(snapshot_due(350_000, 50_000_000, 100_000_000, 10_000));
+    assert!(snapshot_due(90_000, 50_000_000, 100_000_000, 10_000));
+    // But never more than ten times the threshold apart, to bound the restart replay.
+    assert!(!snapshot_due(99_999, 15_000_000, 1_000_000_000, 10_000));
+    assert!(snapshot_due(100_000, 15_000_000, 1_000_000_000, 10_000));
     // No snapshot yet.
     assert!(snapshot_due(10_000, 0, 0, 10_000));
 }
