@@ -22,7 +22,7 @@ use tonic::Code;
 use super::cluster::{LocalCluster, NodeId};
 pub use super::history::check_history_file;
 use super::history::write_history;
-use crate::check::{check_room, MsgId, Op, Subscription, Violation};
+use crate::check::{MsgId, Op, Subscription};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
 
@@ -548,27 +548,7 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
         .iter()
         .filter(|o| matches!(o, Op::Send { acked: None, .. }))
         .count() as u64;
-    match check_room(&ops, &log, &subs) {
-        Ok(s) => {
-            report.acked = s.acked;
-            report.reads = s.reads;
-            report.delivered = s.delivered;
-        }
-        Err(vs) => {
-            report.acked = ops
-                .iter()
-                .filter(|o| matches!(o, Op::Send { acked: Some(_), .. }))
-                .count() as u64;
-            for v in vs {
-                match &v {
-                    Violation::Lost { .. } => report.lost += 1,
-                    Violation::Duplicated { .. } => report.duplicated += 1,
-                    _ => {}
-                }
-                report.violations.push(v.to_string());
-            }
-        }
-    }
+    super::history::tally(&mut report, &ops, &log, &subs);
     if let Err(e) = write_history(&cfg.history_file, &ops, &log, &subs) {
         println!("chaos: could not write {}: {e}", cfg.history_file.display());
     } else {
