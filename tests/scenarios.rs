@@ -17,8 +17,14 @@ use sim::{Cluster, Failure, Faults};
 type Sim = Cluster<MemStorage>;
 
 fn cluster(n: usize, hook: Option<fn(&mut Config)>) -> Sim {
-    let mut c = Cluster::new(
+    cluster_with_voters(n, n, hook)
+}
+
+/// `n` nodes of which the first `voters` are members; the rest start outside the membership.
+fn cluster_with_voters(n: usize, voters: usize, hook: Option<fn(&mut Config)>) -> Sim {
+    let mut c = Cluster::with_voters(
         n,
+        voters,
         7,
         Faults::none(),
         Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
@@ -390,19 +396,6 @@ fn ok_read(c: &mut Sim, id: NodeId) -> u64 {
     ok(c, r)
 }
 
-fn cluster_with_voters(n: usize, voters: usize) -> Sim {
-    let mut c = Cluster::with_voters(
-        n,
-        voters,
-        7,
-        Faults::none(),
-        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
-    );
-    c.trace = Some(Vec::new());
-    c.start_all().expect("start");
-    c
-}
-
 /// Proposes `change` (applied to the current membership) at `id` and processes its Ready.
 fn change_conf(
     c: &mut Sim,
@@ -424,7 +417,7 @@ fn change_conf(
 /// configuration is in force on each server as soon as it is in that server's log.
 #[test]
 fn section_4_1_single_server_change_rules() {
-    let mut c = cluster_with_voters(4, 3);
+    let mut c = cluster_with_voters(4, 3, None);
     elect(&mut c, 1);
     // n1 dies and nobody's appends arrive: the next leader cannot commit its no-op.
     c.crash(1);
@@ -492,7 +485,7 @@ fn section_4_1_single_server_change_rules() {
 /// overwrites goes back to the membership before it.
 #[test]
 fn section_4_1_overwritten_configuration_falls_back() {
-    let mut c = cluster_with_voters(6, 5);
+    let mut c = cluster_with_voters(6, 5, None);
     elect(&mut c, 1);
     let before = node(&c, 2).conf().clone();
     let before_index = node(&c, 2).conf_index();
@@ -547,7 +540,7 @@ fn section_4_1_overwritten_configuration_falls_back() {
 /// hand over, and then stay quiet for good.
 #[test]
 fn section_4_2_2_removed_leader_is_elected_until_its_removal_commits() {
-    let mut c = cluster_with_voters(2, 2);
+    let mut c = cluster_with_voters(2, 2, None);
     elect(&mut c, 1);
     c.drop_filter = Some(Box::new(|m| {
         m.from == 1 && matches!(m.body, MessageBody::AppendEntries { .. })
@@ -603,17 +596,7 @@ fn ongaro_2015_single_server_change_bug_is_prevented() {
         cfg.pre_vote = false;
         cfg.check_quorum = false;
     }
-    let mut c = Cluster::with_voters(
-        5,
-        4,
-        7,
-        Faults::none(),
-        Box::new(|_, conf| MemStorage::new_with_conf(conf.clone())),
-    );
-    c.config_hook = Some(paper_raft);
-    c.trace = Some(Vec::new());
-    let r = c.start_all();
-    ok(&mut c, r);
+    let mut c = cluster_with_voters(5, 4, Some(paper_raft));
     elect(&mut c, 1);
     // C1: n1 adds n5 as a voter; only n5 receives it.
     c.drop_filter = Some(Box::new(|m| {
