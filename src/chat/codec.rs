@@ -109,13 +109,35 @@ pub struct SnapshotPb {
     /// Rooms in name order.
     #[prost(message, repeated, tag = "3")]
     pub rooms: Vec<RoomPb>,
-    /// Dedupe table, oldest first (so eviction order survives a restore).
+    /// Dedupe table, oldest first (so eviction order survives a restore). Version 1 only:
+    /// version 2 rebuilds the table from the newest messages, which hold the same ids.
     #[prost(message, repeated, tag = "4")]
     pub dedupe: Vec<DedupePb>,
+    /// Rooms in name order, as packed chunks (version 2).
+    #[prost(message, repeated, tag = "5")]
+    pub packed_rooms: Vec<PackedRoomPb>,
 }
 
-/// Current snapshot format. Restoring a snapshot of another version is refused.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// One room in a version-2 snapshot: its messages as the packed chunks of
+/// [`super::store`], so that encoding a snapshot copies memory instead of re-encoding messages.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PackedRoomPb {
+    /// Room name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Number of messages, checked against the chunks on restore.
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    /// Packed records, seq order, starting at seq 1.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub chunks: Vec<bytes::Bytes>,
+}
+
+/// Snapshot format written by this binary. Version 1 (a message per record, dedupe table
+/// included) is still read, so a node restarts from a snapshot an older binary wrote.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The first snapshot format, still accepted by restore.
+pub const SNAPSHOT_VERSION_V1: u32 = 1;
 
 /// Encodes any of the formats above.
 pub fn encode<M: prost::Message>(m: &M) -> bytes::Bytes {
@@ -128,6 +150,6 @@ pub fn decode_command(data: &[u8]) -> Result<CommandPb, prost::DecodeError> {
 }
 
 /// Decodes a snapshot image.
-pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotPb, prost::DecodeError> {
+pub fn decode_snapshot(data: bytes::Bytes) -> Result<SnapshotPb, prost::DecodeError> {
     SnapshotPb::decode(data)
 }

@@ -10,6 +10,7 @@
 //! or buggy node) is skipped identically everywhere instead of half-applying.
 
 pub mod codec;
+mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,9 +18,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use self::codec::{
-    CommandPb, CreateRoomPb, DedupePb, RoomPb, SendPb, SnapshotPb, StoredMessagePb,
-    SNAPSHOT_VERSION,
+    CommandPb, CreateRoomPb, DedupePb, PackedRoomPb, RoomPb, SendPb, SnapshotPb, SNAPSHOT_VERSION,
+    SNAPSHOT_VERSION_V1,
 };
+use self::store::{Record, RoomLog};
 
 /// Default cap on the text of one message (64 KiB).
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -228,20 +230,60 @@ pub struct RoomInfo {
     pub message_count: u64,
 }
 
-/// The chat state. Messages are held in memory (see docs/node.md for the retention limit);
-/// `Arc` so that serving history and fanning out to subscribers never copies text.
+/// The chat state. Messages are held in memory (see docs/node.md for the retention limit),
+/// packed by [`store::RoomLog`] at about the size of their text plus 50 bytes.
 #[derive(Debug)]
 pub struct ChatState {
-    /// Rooms by name. Invariant: `rooms[r][i].seq == i + 1` (gap-free).
-    rooms: BTreeMap<String, Vec<Arc<ChatMessage>>>,
+    /// Rooms by name. Invariant: message `seq` of a room is at position `seq` (gap-free).
+    rooms: BTreeMap<Arc<str>, RoomLog>,
     /// Request id to (room, seq) of the original message.
-    dedupe: HashMap<String, (String, u64)>,
-    /// Request ids in insertion order, for eviction. Invariant: same keys as `dedupe`.
-    dedupe_order: VecDeque<String>,
+    dedupe: HashMap<Arc<str>, (Arc<str>, u64)>,
+    /// Request ids in insertion order, for eviction. Invariant: same keys as `dedupe`, which
+    /// are the ids of the last `dedupe_capacity` messages stored, in index order.
+    dedupe_order: VecDeque<Arc<str>>,
     dedupe_capacity: usize,
     max_text_bytes: usize,
     /// Last raft index applied. Invariant: only grows, except through `restore`.
     applied: u64,
+}
+
+/// A frozen copy of the whole state, taken in microseconds by [`ChatState::snapshot_view`]
+/// (it shares the packed chunks) and encoded by [`SnapshotView::encode`] on any thread, so a
+/// snapshot never stalls the task that applies entries.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    applied: u64,
+    rooms: Vec<(Arc<str>, u64, Vec<Arc<store::Chunk>>)>,
+}
+
+impl SnapshotView {
+    /// Raft index the view was taken at.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Encodes the view in the current snapshot format. Costs one copy of the packed
+    /// messages.
+    pub fn encode(&self) -> Bytes {
+        let pb = SnapshotPb {
+            version: SNAPSHOT_VERSION,
+            applied: self.applied,
+            packed_rooms: self
+                .rooms
+                .iter()
+                .map(|(name, count, chunks)| PackedRoomPb {
+                    name: name.to_string(),
+                    count: *count,
+                    chunks: chunks
+                        .iter()
+                        .map(|c| Bytes::from_owner(store::ChunkBytes(c.clone())))
+                        .collect(),
+                })
+                .collect(),
+            ..SnapshotPb::default()
+        };
+        codec::encode(&pb)
+    }
 }
 
 impl ChatState {
@@ -279,11 +321,10 @@ impl ChatState {
         }
         match cmd {
             Command::CreateRoom { room } => {
-                let created = !self.rooms.contains_key(&room);
-                let msgs = self.rooms.entry(room).or_default();
+                let msgs = self.room_entry(&room);
                 Applied::RoomCreated {
-                    created,
-                    message_count: msgs.len() as u64,
+                    created: msgs.is_none(),
+                    message_count: msgs.unwrap_or(0),
                 }
             }
             Command::Send {
@@ -299,35 +340,61 @@ impl ChatState {
                         duplicate: true,
                     };
                 }
-                let msgs = self.rooms.entry(room.clone()).or_default();
-                let message = Arc::new(ChatMessage {
-                    room: room.clone(),
-                    seq: msgs.len() as u64 + 1,
+                let name = match self.rooms.get_key_value(room.as_str()) {
+                    Some((name, _)) => name.clone(),
+                    None => {
+                        let name: Arc<str> = Arc::from(room.as_str());
+                        self.rooms.insert(name.clone(), RoomLog::default());
+                        name
+                    }
+                };
+                let Some(log) = self.rooms.get_mut(&name) else {
+                    return Applied::Rejected(ChatError::Corrupt("room vanished".into()));
+                };
+                log.push(&Record {
                     index,
                     term,
-                    author,
-                    text,
-                    id: id.clone(),
                     sent_at_unix_ms,
+                    author: &author,
+                    id: &id,
+                    text: &text,
                 });
-                msgs.push(message.clone());
-                self.remember(id, room, message.seq);
+                let seq = log.len();
+                let id: Arc<str> = Arc::from(id);
+                self.remember(id.clone(), name, seq);
                 Applied::Sent {
-                    message,
+                    message: Arc::new(ChatMessage {
+                        room,
+                        seq,
+                        index,
+                        term,
+                        author,
+                        text,
+                        id: id.to_string(),
+                        sent_at_unix_ms,
+                    }),
                     duplicate: false,
                 }
             }
         }
     }
 
-    fn lookup_dedupe(&self, id: &str) -> Option<Arc<ChatMessage>> {
-        let (room, seq) = self.dedupe.get(id)?;
-        let msgs = self.rooms.get(room)?;
-        msgs.get(usize::try_from(seq.checked_sub(1)?).ok()?)
-            .cloned()
+    /// Creates `room` if it is missing; returns its previous message count (`None`: created).
+    fn room_entry(&mut self, room: &str) -> Option<u64> {
+        if let Some(log) = self.rooms.get(room) {
+            return Some(log.len());
+        }
+        self.rooms.insert(Arc::from(room), RoomLog::default());
+        None
     }
 
-    fn remember(&mut self, id: String, room: String, seq: u64) {
+    fn lookup_dedupe(&self, id: &str) -> Option<Arc<ChatMessage>> {
+        let (room, seq) = self.dedupe.get(id)?;
+        let rec = self.rooms.get(room)?.get(*seq)?;
+        Some(Arc::new(rec.to_message(room, *seq)))
+    }
+
+    fn remember(&mut self, id: Arc<str>, room: Arc<str>, seq: u64) {
         while self.dedupe_order.len() >= self.dedupe_capacity {
             match self.dedupe_order.pop_front() {
                 Some(old) => {
@@ -347,7 +414,7 @@ impl ChatState {
 
     /// Number of messages in a room, if it exists.
     pub fn room_len(&self, room: &str) -> Option<u64> {
-        self.rooms.get(room).map(|m| m.len() as u64)
+        self.rooms.get(room).map(RoomLog::len)
     }
 
     /// Up to `limit` messages of `room` starting at `from_seq` (inclusive), ascending; or, with
@@ -359,30 +426,34 @@ impl ChatState {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Arc<ChatMessage>>, ChatError> {
-        let msgs = self
+        let log = self
             .rooms
             .get(room)
             .ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
-        let len = msgs.len() as u64;
+        let len = log.len();
+        let limit = limit as u64;
+        let out = |(seq, r): (u64, Record<'_>)| Arc::new(r.to_message(room, seq));
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         if reverse {
             let top = if from_seq == 0 {
                 len
             } else {
                 from_seq.min(len)
             };
-            let lo = top.saturating_sub(limit as u64);
-            Ok(msgs[lo as usize..top as usize]
-                .iter()
-                .rev()
-                .cloned()
-                .collect())
-        } else {
-            let start = from_seq.max(1) - 1;
-            if start >= len {
+            if top == 0 {
                 return Ok(Vec::new());
             }
-            let end = start.saturating_add(limit as u64).min(len);
-            Ok(msgs[start as usize..end as usize].to_vec())
+            let lo = top.saturating_sub(limit) + 1;
+            Ok(log.range(lo, top).rev().map(out).collect())
+        } else {
+            let start = from_seq.max(1);
+            if start > len {
+                return Ok(Vec::new());
+            }
+            let end = start.saturating_add(limit - 1).min(len);
+            Ok(log.range(start, end).map(out).collect())
         }
     }
 
@@ -390,76 +461,112 @@ impl ChatState {
     pub fn list_rooms(&self, after: Option<&str>, limit: usize) -> Vec<RoomInfo> {
         use std::ops::Bound;
         let lower = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
+            Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
         self.rooms
-            .range((lower, Bound::Unbounded))
+            .range::<str, _>((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(name, msgs)| RoomInfo {
-                name: name.clone(),
-                message_count: msgs.len() as u64,
+            .map(|(name, log)| RoomInfo {
+                name: name.to_string(),
+                message_count: log.len(),
             })
             .collect()
     }
 
-    /// Encodes the whole state (rooms, messages, dedupe table) for a Raft snapshot.
-    pub fn snapshot(&self) -> Bytes {
-        let pb = SnapshotPb {
-            version: SNAPSHOT_VERSION,
+    /// A frozen copy of the state for a snapshot: shares every packed chunk, so it costs a few
+    /// `Arc` clones per room, whatever the number of messages.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
             applied: self.applied,
             rooms: self
                 .rooms
                 .iter()
-                .map(|(name, msgs)| RoomPb {
-                    name: name.clone(),
-                    messages: msgs
-                        .iter()
-                        .map(|m| StoredMessagePb {
-                            seq: m.seq,
-                            index: m.index,
-                            term: m.term,
-                            author: m.author.clone(),
-                            text: m.text.clone(),
-                            id: m.id.clone(),
-                            sent_at_unix_ms: m.sent_at_unix_ms,
-                        })
-                        .collect(),
-                })
+                .map(|(name, log)| (name.clone(), log.len(), log.chunks().to_vec()))
                 .collect(),
-            dedupe: self
-                .dedupe_order
-                .iter()
-                .filter_map(|id| {
-                    self.dedupe.get(id).map(|(room, seq)| DedupePb {
-                        id: id.clone(),
-                        room: room.clone(),
-                        seq: *seq,
-                    })
-                })
-                .collect(),
-        };
-        codec::encode(&pb)
+        }
+    }
+
+    /// Encodes the whole state for a Raft snapshot (a view, encoded at once).
+    pub fn snapshot(&self) -> Bytes {
+        self.snapshot_view().encode()
     }
 
     /// Replaces the state with a snapshot image. An empty image is the empty state (a fresh
     /// log's index-0 snapshot). On error the current state is left untouched.
-    pub fn restore(&mut self, data: &[u8]) -> Result<(), ChatError> {
+    pub fn restore(&mut self, data: &Bytes) -> Result<(), ChatError> {
         let mut fresh = ChatState::new(self.dedupe_capacity, self.max_text_bytes);
         if data.is_empty() {
             *self = fresh;
             return Ok(());
         }
-        let pb = codec::decode_snapshot(data).map_err(|e| ChatError::Corrupt(e.to_string()))?;
-        if pb.version != SNAPSHOT_VERSION {
-            return Err(ChatError::Corrupt(format!(
-                "snapshot format version {} (this binary reads {SNAPSHOT_VERSION})",
-                pb.version
-            )));
-        }
+        let pb =
+            codec::decode_snapshot(data.clone()).map_err(|e| ChatError::Corrupt(e.to_string()))?;
         fresh.applied = pb.applied;
-        for room in pb.rooms {
-            let mut msgs = Vec::with_capacity(room.messages.len());
+        match pb.version {
+            SNAPSHOT_VERSION => fresh.restore_packed(pb.packed_rooms)?,
+            SNAPSHOT_VERSION_V1 => fresh.restore_v1(pb.rooms, pb.dedupe)?,
+            v => {
+                return Err(ChatError::Corrupt(format!(
+                    "snapshot format version {v} (this binary reads {SNAPSHOT_VERSION_V1} and \
+                     {SNAPSHOT_VERSION})"
+                )))
+            }
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Checks one restored message the way `apply` checks a send.
+    fn check_record(&self, r: &Record<'_>) -> Result<(), ChatError> {
+        Command::Send {
+            room: "r".into(),
+            author: r.author.into(),
+            text: r.text.into(),
+            id: r.id.into(),
+            sent_at_unix_ms: r.sent_at_unix_ms,
+        }
+        .validate(self.max_text_bytes)
+        .map_err(|e| ChatError::Corrupt(format!("snapshot holds a message that {e}")))
+    }
+
+    fn restore_packed(&mut self, rooms: Vec<PackedRoomPb>) -> Result<(), ChatError> {
+        for room in rooms {
+            validate_room(&room.name)?;
+            let log = RoomLog::from_chunks(room.chunks.iter().map(|c| c.as_ref()), |r| {
+                self.check_record(r)
+            })?;
+            if log.len() != room.count {
+                return Err(ChatError::Corrupt(format!(
+                    "room {:?} holds {} messages, its header says {}",
+                    room.name,
+                    log.len(),
+                    room.count
+                )));
+            }
+            self.rooms.insert(Arc::from(room.name), log);
+        }
+        // The dedupe table holds exactly the ids of the newest `dedupe_capacity` messages, in
+        // index order: rebuild it from them instead of storing it twice.
+        let cap = self.dedupe_capacity as u64;
+        let mut newest: Vec<(u64, Arc<str>, u64, Arc<str>)> = Vec::new();
+        for (name, log) in &self.rooms {
+            let lo = log.len().saturating_sub(cap) + 1;
+            for (seq, r) in log.range(lo, log.len()) {
+                newest.push((r.index, Arc::from(r.id), seq, name.clone()));
+            }
+        }
+        newest.sort_unstable_by_key(|(index, ..)| *index);
+        let skip = newest.len().saturating_sub(self.dedupe_capacity);
+        for (_, id, seq, room) in newest.into_iter().skip(skip) {
+            self.remember(id, room, seq);
+        }
+        Ok(())
+    }
+
+    fn restore_v1(&mut self, rooms: Vec<RoomPb>, dedupe: Vec<DedupePb>) -> Result<(), ChatError> {
+        for room in rooms {
+            let mut log = RoomLog::default();
             for (i, m) in room.messages.into_iter().enumerate() {
                 if m.seq != i as u64 + 1 {
                     return Err(ChatError::Corrupt(format!(
@@ -469,23 +576,24 @@ impl ChatState {
                         i + 1
                     )));
                 }
-                msgs.push(Arc::new(ChatMessage {
-                    room: room.name.clone(),
-                    seq: m.seq,
+                log.push(&Record {
                     index: m.index,
                     term: m.term,
-                    author: m.author,
-                    text: m.text,
-                    id: m.id,
                     sent_at_unix_ms: m.sent_at_unix_ms,
-                }));
+                    author: &m.author,
+                    id: &m.id,
+                    text: &m.text,
+                });
             }
-            fresh.rooms.insert(room.name, msgs);
+            self.rooms.insert(Arc::from(room.name), log);
         }
-        for d in pb.dedupe {
-            fresh.remember(d.id, d.room, d.seq);
+        for d in dedupe {
+            let room = match self.rooms.get_key_value(d.room.as_str()) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(d.room),
+            };
+            self.remember(Arc::from(d.id), room, d.seq);
         }
-        *self = fresh;
         Ok(())
     }
 }
@@ -633,10 +741,85 @@ mod tests {
     }
 
     #[test]
+    fn restored_dedupe_table_keeps_its_eviction_order() {
+        let mut s = ChatState::new(2, 100);
+        s.apply(1, 1, &send("a", "x", "r1"));
+        s.apply(2, 1, &send("b", "x", "r2"));
+        s.apply(3, 1, &send("a", "x", "r3"));
+        let mut t = ChatState::new(2, 100);
+        t.restore(&s.snapshot()).unwrap();
+        // The table holds r2 and r3; r1 was evicted before the snapshot.
+        assert!(!sent(t.apply(4, 1, &send("a", "x", "r1"))).1);
+        // That send evicted r2, the oldest, exactly as it would have without the restore.
+        assert!(!sent(t.apply(5, 1, &send("b", "x", "r2"))).1);
+        assert!(!sent(s.apply(4, 1, &send("a", "x", "r1"))).1);
+        assert!(!sent(s.apply(5, 1, &send("b", "x", "r2"))).1);
+        assert_eq!(t.snapshot(), s.snapshot());
+    }
+
+    #[test]
+    fn a_view_is_the_state_as_of_when_it_was_taken() {
+        let mut s = ChatState::new(10, 100);
+        s.apply(1, 1, &send("a", "x", "r1"));
+        let view = s.snapshot_view();
+        let before = s.snapshot();
+        s.apply(2, 1, &send("a", "y", "r2"));
+        s.apply(3, 1, &send("c", "z", "r3"));
+        assert_eq!(view.applied(), 1);
+        assert_eq!(view.encode(), before);
+        let mut t = ChatState::new(10, 100);
+        t.restore(&view.encode()).unwrap();
+        assert_eq!(t.room_len("a"), Some(1));
+        assert!(!t.has_room("c"));
+    }
+
+    #[test]
+    fn version_1_snapshots_still_restore() {
+        let v1 = codec::encode(&SnapshotPb {
+            version: SNAPSHOT_VERSION_V1,
+            applied: 2,
+            rooms: vec![RoomPb {
+                name: "a".into(),
+                messages: vec![codec::StoredMessagePb {
+                    seq: 1,
+                    index: 2,
+                    term: 1,
+                    author: "ada".into(),
+                    text: "hi".into(),
+                    id: "r1".into(),
+                    sent_at_unix_ms: 7,
+                }],
+            }],
+            dedupe: vec![DedupePb {
+                id: "r1".into(),
+                room: "a".into(),
+                seq: 1,
+            }],
+            ..Default::default()
+        });
+        let mut s = ChatState::new(10, 100);
+        s.restore(&v1).unwrap();
+        assert_eq!(s.applied(), 2);
+        let m = &s.history("a", 0, 10, false).unwrap()[0];
+        assert_eq!((m.text.as_str(), m.index, m.sent_at_unix_ms), ("hi", 2, 7));
+        assert!(sent(s.apply(3, 1, &send("a", "hi", "r1"))).1);
+    }
+
+    #[test]
+    fn a_snapshot_with_an_invalid_message_is_refused() {
+        let mut s = ChatState::new(10, 100);
+        s.apply(1, 1, &send("a", "x".repeat(50).as_str(), "r1"));
+        let img = s.snapshot();
+        // Same image, read by a node with a smaller text limit.
+        let mut t = ChatState::new(10, 10);
+        assert!(matches!(t.restore(&img), Err(ChatError::Corrupt(_))));
+    }
+
+    #[test]
     fn restore_refuses_garbage_and_keeps_state() {
         let mut s = ChatState::new(10, 100);
         s.apply(1, 1, &send("a", "x", "r1"));
-        assert!(s.restore(&[0xff, 0x01, 0x02]).is_err());
+        assert!(s.restore(&Bytes::from_static(&[0xff, 0x01, 0x02])).is_err());
         let bad_version = codec::encode(&SnapshotPb {
             version: 99,
             ..Default::default()
@@ -649,7 +832,7 @@ mod tests {
         #[test]
         fn restore_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             let mut s = ChatState::new(10, 100);
-            let _ = s.restore(&data);
+            let _ = s.restore(&Bytes::from(data.clone()));
             let _ = s.apply(1, 1, &data);
         }
     }

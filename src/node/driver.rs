@@ -396,7 +396,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         Ok(())
     }
 
-    fn restore_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), NodeError> {
+    fn restore_snapshot(&mut self, index: u64, data: &bytes::Bytes) -> Result<(), NodeError> {
         {
             let mut sm = self
                 .shared
