@@ -7,7 +7,9 @@
 //! send `messages` (the leader replicates while it writes its own disk), persist snapshot,
 //! entries and hard state, ONE sync, send `persisted_messages`, apply committed entries to the
 //! chat state machine, answer waiters, `advance`. Compaction follows when enough entries were
-//! applied since the last snapshot.
+//! applied since the last snapshot: the driver freezes a view of the state (a few `Arc`
+//! clones), a blocking thread encodes it and writes the snapshot file, and the driver only
+//! renames that file into place and drops the log prefix when the thread is done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -43,6 +45,25 @@ pub type Started = (
 );
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
 
+/// A fresh draw for `Driver::snapshot_stretch`.
+fn snapshot_stretch() -> f64 {
+    1.0 + fastrand::f64() * 0.25
+}
+
+/// A snapshot written by a background thread, ready for `compact`.
+struct Compacted {
+    index: u64,
+    conf: ConfState,
+    data: bytes::Bytes,
+}
+
+/// The background snapshot in progress.
+struct Compacting {
+    index: u64,
+    /// `applied_bytes_since_snapshot` when it started: what the new snapshot covers.
+    bytes_at_start: u64,
+}
+
 /// The task that owns `Raft<S>`.
 pub struct Driver<S: LogStore + Send + 'static> {
     cfg: Arc<NodeConfig>,
@@ -77,6 +98,15 @@ pub struct Driver<S: LogStore + Send + 'static> {
     snapshot_bytes: u64,
     /// Command bytes applied since the latest snapshot.
     applied_bytes_since_snapshot: u64,
+    /// At most one background snapshot at a time.
+    compacting: Option<Compacting>,
+    /// This node's snapshot interval, as a multiple of the configured one: drawn from
+    /// [1, 1.25) after each snapshot, so the nodes of a cluster, which apply the same entries,
+    /// do not all write their snapshot at the same moment (a commit needs a majority's fsync).
+    snapshot_stretch: f64,
+    /// Where background snapshots report; capacity 1, since only one runs.
+    compacted_tx: mpsc::Sender<Result<Compacted, String>>,
+    compacted_rx: mpsc::Receiver<Result<Compacted, String>>,
     was_leader: bool,
 }
 
@@ -144,6 +174,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
         let cfg = Arc::new(cfg);
+        let (compacted_tx, compacted_rx) = mpsc::channel(1);
         let driver = Driver {
             cfg: cfg.clone(),
             raft,
@@ -162,6 +193,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             snapshot_index: snap.meta.index,
             snapshot_bytes: snap.data.len() as u64,
             applied_bytes_since_snapshot: 0,
+            compacting: None,
+            snapshot_stretch: snapshot_stretch(),
+            compacted_tx,
+            compacted_rx,
             was_leader: false,
         };
         let mut driver = driver;
@@ -196,6 +231,10 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 }
                 Some(m) = self.inbound.recv() => self.on_messages(m),
                 Some(r) = self.requests.recv() => self.on_requests(r),
+                Some(done) = self.compacted_rx.recv() => {
+                    self.finish_compaction(done);
+                    Ok(())
+                }
             };
             if let Err(e) = step.and_then(|()| self.process_ready()) {
                 break Err(e);
@@ -498,21 +537,28 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         });
     }
 
-    /// Compacts when `force` or when the threshold is passed. Returns the snapshot's (index,
-    /// term).
+    /// Compacts when `force` or when a snapshot is due ([`super::snapshot_due`]). Returns the
+    /// latest snapshot's (index, term).
+    ///
+    /// A due snapshot is taken in the background when the storage can stage one: the state is
+    /// frozen here (cheap), and a blocking thread encodes and writes it, so the driver keeps
+    /// committing; [`Driver::finish_compaction`] puts it in force. `force` (the admin
+    /// `Snapshot` call) compacts synchronously, so its answer names the new snapshot.
     fn maybe_compact(&mut self, force: bool) -> Result<(u64, u64), NodeError> {
         let applied = self.raft.applied_index();
-        let due = super::snapshot_due(
-            applied.saturating_sub(self.snapshot_index),
-            self.applied_bytes_since_snapshot,
-            self.snapshot_bytes,
-            self.cfg.snapshot_threshold,
-        );
+        let stretch = |n: u64| (n as f64 * self.snapshot_stretch) as u64;
+        let due = self.compacting.is_none()
+            && super::snapshot_due(
+                applied.saturating_sub(self.snapshot_index),
+                self.applied_bytes_since_snapshot,
+                stretch(self.snapshot_bytes),
+                stretch(self.cfg.snapshot_threshold),
+            );
         if applied <= self.snapshot_index || !(force || due) {
             let term = self.raft.log().term(self.snapshot_index).unwrap_or(0);
             return Ok((self.snapshot_index, term));
         }
-        let data = {
+        let view = {
             let sm = self
                 .shared
                 .sm
@@ -524,21 +570,96 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                     sm.applied()
                 )));
             }
-            sm.snapshot()
+            sm.snapshot_view()
         };
         let term = self.raft.log().term(applied)?;
         let conf = self.raft.conf_at(applied).cloned().ok_or_else(|| {
             NodeError::Io(format!("membership as of index {applied} is not known"))
         })?;
-        let bytes = data.len();
+        let stager = if force {
+            None
+        } else {
+            self.raft.log().storage.stager()
+        };
+        let Some(stager) = stager else {
+            let data = view.encode();
+            self.install_snapshot(Compacted {
+                index: applied,
+                conf,
+                data,
+            })?;
+            return Ok((applied, term));
+        };
+        self.compacting = Some(Compacting {
+            index: applied,
+            bytes_at_start: self.applied_bytes_since_snapshot,
+        });
+        let tx = self.compacted_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let data = view.encode();
+            let done = stager
+                .stage(applied, term, &conf, &data)
+                .map(|()| Compacted {
+                    index: applied,
+                    conf,
+                    data,
+                })
+                .map_err(|e| e.to_string());
+            // The driver may have stopped; then the staged file is removed at the next open.
+            let _ = tx.blocking_send(done);
+        });
+        Ok((
+            self.snapshot_index,
+            self.raft.log().term(self.snapshot_index)?,
+        ))
+    }
+
+    /// Puts a background snapshot in force (a rename and a log truncation), unless a newer
+    /// snapshot overtook it meanwhile.
+    fn finish_compaction(&mut self, done: Result<Compacted, String>) {
+        let Some(started) = self.compacting.take() else {
+            return;
+        };
+        let result = match done {
+            Ok(c) if c.index > self.snapshot_index => {
+                self.applied_bytes_since_snapshot = self
+                    .applied_bytes_since_snapshot
+                    .saturating_sub(started.bytes_at_start);
+                let carried = self.applied_bytes_since_snapshot;
+                self.install_snapshot(c).map(|()| {
+                    self.applied_bytes_since_snapshot = carried;
+                })
+            }
+            // Overtaken (a snapshot from the leader, or a forced one): `compact` discards it.
+            Ok(c) => self
+                .raft
+                .storage_mut()
+                .compact(c.index, c.conf, c.data)
+                .map_err(NodeError::from),
+            Err(e) => Err(NodeError::Io(e)),
+        };
+        if let Err(e) = result {
+            tracing::warn!(
+                id = self.cfg.id,
+                index = started.index,
+                error = %e,
+                "background snapshot failed"
+            );
+        }
+    }
+
+    /// Makes `c` the latest snapshot and drops the log up to it.
+    fn install_snapshot(&mut self, c: Compacted) -> Result<(), NodeError> {
+        let (index, bytes) = (c.index, c.data.len());
         let store = self.raft.storage_mut();
-        store.compact(applied, conf, data)?;
+        store.compact(index, c.conf, c.data)?;
         store.sync()?;
-        self.snapshot_index = applied;
+        self.snapshot_index = index;
         self.snapshot_bytes = bytes as u64;
         self.applied_bytes_since_snapshot = 0;
-        tracing::info!(id = self.cfg.id, index = applied, bytes, "log compacted");
-        Ok((applied, term))
+        self.snapshot_stretch = snapshot_stretch();
+        tracing::info!(id = self.cfg.id, index, bytes, "log compacted");
+        Ok(())
     }
 
     fn publish_status(&mut self) {

@@ -39,7 +39,7 @@ pub use self::errors::{Error, ProposeError, Result, StorageError};
 pub use self::log::RaftLog;
 pub use self::progress::{Progress, ProgressState};
 pub use self::ready::Ready;
-pub use self::storage::{after_snapshot, LogStore, MemStorage, RaftState, Storage};
+pub use self::storage::{after_snapshot, LogStore, MemStorage, RaftState, SnapshotStager, Storage};
 pub use self::types::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
     Snapshot, SnapshotMeta, SoftState,

@@ -87,6 +87,27 @@ pub trait LogStore: Storage {
     ) -> Result<(), StorageError>;
     /// Makes every earlier write durable: one fsync for the whole batch.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// A handle that writes a snapshot ahead of [`LogStore::compact`] from another thread, so
+    /// the thread that drives the core never waits while the whole state is written and
+    /// fsynced. `None` (the default): `compact` writes the snapshot itself.
+    fn stager(&self) -> Option<Box<dyn SnapshotStager>> {
+        None
+    }
+}
+
+/// Writes a snapshot durably without putting it in force: a later [`LogStore::compact`] at the
+/// same index and term adopts the staged file instead of writing the data again. Staging is
+/// only an optimisation: `compact` still receives the data and writes it if the staged file
+/// is gone.
+pub trait SnapshotStager: Send + 'static {
+    /// Writes and syncs `data` as the snapshot at (`index`, `term`) with membership `conf`.
+    fn stage(
+        &self,
+        index: u64,
+        term: u64,
+        conf: &ConfState,
+        data: &[u8],
+    ) -> Result<(), StorageError>;
 }
 
 /// In-memory storage: a snapshot plus the entries after it.

@@ -16,7 +16,7 @@ use super::snapshot::{self, SnapshotReceiver};
 use super::wal::{Wal, WalOptions};
 use crate::raft::{
     after_snapshot, ConfState, Entry, EntryKind, HardState, LogStore, RaftState, Snapshot,
-    SnapshotMeta, Storage, StorageError,
+    SnapshotMeta, SnapshotStager, Storage, StorageError,
 };
 
 /// Name of the hard-state file.
@@ -44,17 +44,24 @@ pub struct DiskConfig {
     /// relies on the persisted commit). Off by default, which keeps the [`LogStore`] contract
     /// to the letter: everything set before `sync` survives a crash.
     pub lazy_commit: bool,
+    /// Most bytes per second a background snapshot ([`LogStore::stager`]) writes. A snapshot
+    /// written at full speed fills the disk queue, and every WAL fsync, which each commit waits
+    /// for, queues behind it: measured here, three nodes on one disk stalled commits for 200 to
+    /// 400 ms at each snapshot. `None`: as fast as the disk goes.
+    pub snapshot_write_rate: Option<u64>,
 }
 
 impl DiskConfig {
-    /// Defaults: 64 MiB segments, 64 MiB entry cache, fsync on, commit written at every sync.
+    /// Defaults: 64 MiB segments, 16 MiB entry cache, fsync on, commit written at every sync,
+    /// background snapshots written at up to 32 MiB/s.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         DiskConfig {
             dir: dir.into(),
             segment_size: 64 << 20,
-            cache_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
             fsync: true,
             lazy_commit: false,
+            snapshot_write_rate: Some(32 << 20),
         }
     }
 }
@@ -90,7 +97,9 @@ pub struct DiskStorage {
     hard_state: HardState,
     /// What the hard-state file holds.
     durable_hard_state: HardState,
-    snapshot: Snapshot,
+    /// The latest snapshot's metadata. Its data stays on disk (`snapshot_path`): it is read
+    /// only to send it to a follower, so it costs no memory the rest of the time.
+    snapshot: SnapshotMeta,
     snapshot_path: PathBuf,
     /// Configuration entries in the log after the snapshot, oldest first, so that
     /// `initial_state` never reads the log.
@@ -223,7 +232,7 @@ impl DiskStorage {
             wal: rec.wal,
             hard_state,
             durable_hard_state,
-            snapshot,
+            snapshot: snapshot.meta,
             snapshot_path,
             confs,
             poisoned: None,
@@ -320,17 +329,17 @@ impl DiskStorage {
     }
 
     /// Makes `s` the snapshot: its file is already durable; drop the older files.
-    fn replace_snapshot(&mut self, s: Snapshot, path: PathBuf) -> Result<(), DiskError> {
+    fn replace_snapshot(&mut self, meta: SnapshotMeta, path: PathBuf) -> Result<(), DiskError> {
         if path != self.snapshot_path {
             let old = std::mem::replace(&mut self.snapshot_path, path);
             fs::remove_file(&old).at(&old)?;
         }
-        self.snapshot = s;
+        self.snapshot = meta;
         Ok(())
     }
 
     fn do_append(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
-        let entries = after_snapshot(entries, self.snapshot.meta.index);
+        let entries = after_snapshot(entries, self.snapshot.index);
         let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
@@ -361,8 +370,10 @@ impl DiskStorage {
     }
 
     fn do_compact(&mut self, index: u64, conf: ConfState, data: Bytes) -> Result<(), DiskError> {
-        if index <= self.snapshot.meta.index {
-            return Ok(());
+        let dir = self.cfg.dir.clone();
+        if index <= self.snapshot.index {
+            // A background snapshot overtaken by a newer one: its staged file is useless.
+            return snapshot::remove_staged_upto(&dir, self.snapshot.index);
         }
         let Some(term) = self.wal.term(index) else {
             return Err(DiskError::Invalid(format!(
@@ -370,23 +381,37 @@ impl DiskStorage {
                 self.wal.next_index() - 1
             )));
         };
-        let s = Snapshot {
-            meta: SnapshotMeta { index, term, conf },
-            data,
+        let meta = SnapshotMeta { index, term, conf };
+        let staged = dir.join(snapshot::staged_name(index, term));
+        let path = if staged.exists() {
+            // Written and synced ahead of time by a stager: put it in place.
+            let target = dir.join(snapshot::snapshot_name(index, term));
+            fs::rename(&staged, &target).at(&target)?;
+            self.sync.dir(&dir)?;
+            target
+        } else {
+            snapshot::write_snapshot(
+                &self.sync,
+                &dir,
+                &Snapshot {
+                    meta: meta.clone(),
+                    data,
+                },
+            )?
         };
-        let path = snapshot::write_snapshot(&self.sync, &self.cfg.dir, &s)?;
-        self.replace_snapshot(s, path)?;
+        self.replace_snapshot(meta, path)?;
         self.wal.compact_to(index)?;
         self.confs.retain(|(i, _)| *i > index);
+        snapshot::remove_staged_upto(&dir, index)?;
         self.write_hard_state()
     }
 
     fn do_apply_snapshot(&mut self, s: Snapshot) -> Result<(), DiskError> {
         let (index, term) = (s.meta.index, s.meta.term);
-        if index <= self.snapshot.meta.index {
+        if index <= self.snapshot.index {
             warn!(
                 index,
-                have = self.snapshot.meta.index,
+                have = self.snapshot.index,
                 "ignoring a snapshot older than ours"
             );
             return Ok(());
@@ -403,7 +428,7 @@ impl DiskStorage {
         } else {
             snapshot::write_snapshot(&self.sync, &dir, &s)?
         };
-        self.replace_snapshot(s, path)?;
+        self.replace_snapshot(s.meta, path)?;
         if keep_log {
             self.wal.compact_to(index)?;
             self.confs.retain(|(i, _)| *i > index);
@@ -441,7 +466,7 @@ impl Storage for DiskStorage {
         let commit = self.hard_state.commit;
         let (conf_index, conf_state) = match self.confs.iter().rev().find(|(i, _)| *i <= commit) {
             Some((i, c)) => (*i, c.clone()),
-            None => (self.snapshot.meta.index, self.snapshot.meta.conf.clone()),
+            None => (self.snapshot.index, self.snapshot.conf.clone()),
         };
         Ok(RaftState {
             hard_state: self.hard_state,
@@ -456,7 +481,7 @@ impl Storage for DiskStorage {
         hi: u64,
         max_bytes: Option<u64>,
     ) -> Result<Vec<Entry>, StorageError> {
-        if lo <= self.snapshot.meta.index {
+        if lo <= self.snapshot.index {
             return Err(StorageError::Compacted);
         }
         if hi > self.wal.next_index() {
@@ -476,18 +501,18 @@ impl Storage for DiskStorage {
     }
 
     fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let snap = self.snapshot.meta.index;
+        let snap = self.snapshot.index;
         if index < snap {
             return Err(StorageError::Compacted);
         }
         if index == snap {
-            return Ok(self.snapshot.meta.term);
+            return Ok(self.snapshot.term);
         }
         self.wal.term(index).ok_or(StorageError::Unavailable)
     }
 
     fn first_index(&self) -> Result<u64, StorageError> {
-        Ok(self.snapshot.meta.index + 1)
+        Ok(self.snapshot.index + 1)
     }
 
     fn last_index(&self) -> Result<u64, StorageError> {
@@ -495,7 +520,18 @@ impl Storage for DiskStorage {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Ok(self.snapshot.clone())
+        let s = snapshot::load_snapshot(&self.snapshot_path)?;
+        if s.meta != self.snapshot {
+            return Err(StorageError::Other(format!(
+                "{} holds snapshot {}/{}, expected {}/{}",
+                self.snapshot_path.display(),
+                s.meta.index,
+                s.meta.term,
+                self.snapshot.index,
+                self.snapshot.term
+            )));
+        }
+        Ok(s)
     }
 }
 
@@ -516,7 +552,7 @@ impl LogStore for DiskStorage {
     }
 
     fn compact(&mut self, index: u64, conf: ConfState, data: Bytes) -> Result<(), StorageError> {
-        if index > self.snapshot.meta.index && self.wal.term(index).is_none() {
+        if index > self.snapshot.index && self.wal.term(index).is_none() {
             return Err(StorageError::Unavailable);
         }
         self.write(|s| s.do_compact(index, conf, data))
@@ -524,5 +560,42 @@ impl LogStore for DiskStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.write(|s| s.do_sync())
+    }
+
+    fn stager(&self) -> Option<Box<dyn SnapshotStager>> {
+        Some(Box::new(DiskStager {
+            dir: self.cfg.dir.clone(),
+            sync: self.sync.clone(),
+            rate: self.cfg.snapshot_write_rate,
+        }))
+    }
+}
+
+/// Writes snapshots of this storage as staged files from any thread (see
+/// [`SnapshotStager`]); `compact` renames them into place.
+#[derive(Debug)]
+struct DiskStager {
+    dir: PathBuf,
+    sync: Syncer,
+    rate: Option<u64>,
+}
+
+impl SnapshotStager for DiskStager {
+    fn stage(
+        &self,
+        index: u64,
+        term: u64,
+        conf: &ConfState,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let meta = SnapshotMeta {
+            index,
+            term,
+            conf: conf.clone(),
+        };
+        let name = snapshot::staged_name(index, term);
+        Ok(snapshot::write_file(
+            &self.sync, &self.dir, &name, &meta, data, self.rate,
+        )?)
     }
 }

@@ -83,6 +83,9 @@ pub(crate) struct Counters {
     pub bytes_written: AtomicU64,
 }
 
+/// Large atomic writes start writeback every this many bytes (see `Syncer::start_writeback`).
+const WRITEBACK_STEP: u64 = 4 << 20;
+
 /// How the parts of one storage sync: whether fsync is on, and where it is counted.
 #[derive(Clone, Debug)]
 pub(crate) struct Syncer {
@@ -119,6 +122,32 @@ impl Syncer {
         Ok(())
     }
 
+    /// Starts writing back `[offset, offset + WRITEBACK_STEP)` and waits for the step before
+    /// it, so a large file (a snapshot) never piles up hundreds of megabytes of dirty pages.
+    /// Without this, its final fsync pushes them out in one burst, and every WAL fdatasync of
+    /// the same file system queues behind that burst: the whole node stalls for as long.
+    /// Best effort: an error here is ignored, since the fsync that follows reports it.
+    fn start_writeback(&self, f: &File, offset: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        let step = WRITEBACK_STEP as i64;
+        // SAFETY: `fd` is an open file descriptor owned by `f` for the whole call, and
+        // sync_file_range only reads its arguments.
+        unsafe {
+            libc::sync_file_range(fd, offset as i64, step, libc::SYNC_FILE_RANGE_WRITE);
+            if offset >= WRITEBACK_STEP {
+                libc::sync_file_range(
+                    fd,
+                    offset as i64 - step,
+                    step,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+    }
+
     /// Counts bytes handed to the kernel.
     pub fn wrote(&self, n: usize) {
         self.counters
@@ -129,12 +158,43 @@ impl Syncer {
     /// Replaces `dir/name` with `bytes` atomically: write a temp file, fsync it, rename it over
     /// the target, fsync the directory. A crash leaves either the old or the new file, whole.
     pub fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        self.write_atomic_parts(dir, name, &[bytes], None)
+    }
+
+    /// [`Syncer::write_atomic`] of the concatenation of `parts`, without concatenating them.
+    ///
+    /// With `rate` (bytes per second), the write sleeps as needed to stay under it: a
+    /// background snapshot then leaves the disk to the WAL's fsyncs, which every commit waits
+    /// for. Only for callers that may block (never the driver task).
+    pub fn write_atomic_parts(
+        &self,
+        dir: &Path,
+        name: &str,
+        parts: &[&[u8]],
+        rate: Option<u64>,
+    ) -> Result<(), DiskError> {
         let tmp = dir.join(format!("{name}.tmp"));
         let target = dir.join(name);
+        let start = std::time::Instant::now();
         {
             let mut f = File::create(&tmp).at(&tmp)?;
-            f.write_all(bytes).at(&tmp)?;
-            self.wrote(bytes.len());
+            let mut written = 0u64;
+            for part in parts {
+                for piece in part.chunks(WRITEBACK_STEP as usize) {
+                    f.write_all(piece).at(&tmp)?;
+                    self.wrote(piece.len());
+                    written += piece.len() as u64;
+                    if self.enabled && written.is_multiple_of(WRITEBACK_STEP) {
+                        self.start_writeback(&f, written - WRITEBACK_STEP);
+                    }
+                    if let Some(rate) = rate.filter(|&r| r > 0) {
+                        let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+            }
             self.all(&f, &tmp)?;
         }
         fs::rename(&tmp, &target).at(&target)?;

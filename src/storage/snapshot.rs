@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::codec;
 use super::fsutil::{Counters, DiskError, IoContext, Syncer};
-use crate::raft::Snapshot;
+use crate::raft::{Snapshot, SnapshotMeta};
 
 /// Largest snapshot a receiver accepts (16 GiB): a bound on what a peer can make us write.
 pub const MAX_SNAPSHOT_LEN: u64 = 16 << 30;
@@ -59,8 +59,22 @@ pub(crate) fn write_snapshot(
     s: &Snapshot,
 ) -> Result<PathBuf, DiskError> {
     let name = snapshot_name(s.meta.index, s.meta.term);
-    sync.write_atomic(dir, &name, &codec::encode_snapshot(s))?;
+    write_file(sync, dir, &name, &s.meta, &s.data, None)?;
     Ok(dir.join(name))
+}
+
+/// Writes a snapshot file under `name`, atomically and without copying `data`, at most
+/// `rate` bytes per second when given.
+pub(crate) fn write_file(
+    sync: &Syncer,
+    dir: &Path,
+    name: &str,
+    meta: &SnapshotMeta,
+    data: &[u8],
+    rate: Option<u64>,
+) -> Result<(), DiskError> {
+    let (head, tail) = codec::encode_snapshot_parts(meta, data);
+    sync.write_atomic_parts(dir, name, &[&head, data, &tail], rate)
 }
 
 /// Receives a snapshot streamed in chunks (InstallSnapshot) into a temp file in the storage
