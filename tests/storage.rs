@@ -299,6 +299,33 @@ fn compaction_deletes_whole_segments_and_old_snapshots() {
 }
 
 #[test]
+fn compaction_adopts_a_staged_snapshot_and_drops_an_overtaken_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = DiskStorage::open(disk_cfg(tmp.path()), voters()).unwrap();
+    s.append(&ents(1, 50, 1)).unwrap();
+    s.sync().unwrap();
+    // Staged from another thread, as the node does, with different bytes than `compact` gets:
+    // the staged file must be the one put in force.
+    let stager = s.stager().expect("disk storage stages snapshots");
+    std::thread::spawn(move || stager.stage(40, 1, &voters(), b"staged").unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(files(tmp.path(), ".snap"), 2, "the initial snapshot and the staged one");
+    s.compact(40, voters(), Bytes::from_static(b"inline")).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.snapshot().unwrap().data, Bytes::from_static(b"staged"));
+    assert_eq!(files(tmp.path(), ".snap"), 1);
+    // One overtaken by a newer snapshot is discarded, staged file included.
+    let stager = s.stager().unwrap();
+    stager.stage(30, 1, &voters(), b"old").unwrap();
+    s.compact(30, voters(), Bytes::from_static(b"old")).unwrap();
+    assert_eq!(files(tmp.path(), ".snap"), 1);
+    let s = reopen_disk(s);
+    assert_eq!(s.snapshot().unwrap().meta.index, 40);
+    assert_eq!(s.snapshot().unwrap().data, Bytes::from_static(b"staged"));
+}
+
+#[test]
 fn group_commit_is_one_fdatasync_per_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = DiskStorage::open(DiskConfig::new(tmp.path()), voters()).unwrap();
