@@ -310,8 +310,13 @@ fn compaction_adopts_a_staged_snapshot_and_drops_an_overtaken_one() {
     std::thread::spawn(move || stager.stage(40, 1, &voters(), b"staged").unwrap())
         .join()
         .unwrap();
-    assert_eq!(files(tmp.path(), ".snap"), 2, "the initial snapshot and the staged one");
-    s.compact(40, voters(), Bytes::from_static(b"inline")).unwrap();
+    assert_eq!(
+        files(tmp.path(), ".snap"),
+        2,
+        "the initial snapshot and the staged one"
+    );
+    s.compact(40, voters(), Bytes::from_static(b"inline"))
+        .unwrap();
     s.sync().unwrap();
     assert_eq!(s.snapshot().unwrap().data, Bytes::from_static(b"staged"));
     assert_eq!(files(tmp.path(), ".snap"), 1);

@@ -211,7 +211,18 @@ pub async fn serve(
         )
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // The builder's `tcp_nodelay` only reaches sockets tonic accepts itself; these come
+            // from our own listener. Without it, Nagle holds the last frame of a response until
+            // the client's delayed ACK (40 ms): measured as a 42 ms p99 at one client.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |sock| {
+                    if let Ok(s) = &sock {
+                        let _ = s.set_nodelay(true);
+                    }
+                    sock
+                },
+            ),
             stop,
         )
         .await;

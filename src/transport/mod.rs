@@ -32,8 +32,6 @@ pub const TOKEN_METADATA: &str = "x-rustyraft-token";
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_OUTBOX: usize = 1024;
-/// Timeout of an ordinary peer call. Short, so a dead peer costs one timeout, not a stall.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of a snapshot transfer.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -178,6 +176,7 @@ impl Transport {
             token: self.token.clone(),
             stats: self.stats.clone(),
             shutdown: self.shutdown.clone(),
+            stream: None,
         };
         tokio::spawn(peer.run());
         Ok(tx)
@@ -203,7 +202,8 @@ impl Transport {
     }
 }
 
-/// One peer's client: takes messages from its outbox and makes one call per message, in order.
+/// One peer's client: takes messages from its outbox, in order, and writes them to one
+/// long-lived `Stream` call (snapshots take their own `InstallSnapshot` call).
 struct PeerTask {
     id: NodeId,
     cluster_id: String,
@@ -212,7 +212,21 @@ struct PeerTask {
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     stats: Arc<TransportStats>,
     shutdown: watch::Receiver<bool>,
+    /// The open `Stream` call: where its messages go, and the call itself (which ends only on
+    /// an error or when the sender is dropped).
+    stream: Option<(
+        mpsc::Sender<pb::PeerMessage>,
+        tokio::task::JoinHandle<Result<(), tonic::Status>>,
+    )>,
 }
+
+/// How long a stream may refuse a message before it is considered dead and reopened. It
+/// plays the part the per-call deadline played for unary calls.
+const STREAM_STALL: Duration = Duration::from_secs(2);
+
+/// Messages buffered between a peer task and its stream. Small, so that under backpressure
+/// messages wait in the outbox, where appends coalesce.
+const STREAM_BUFFER: usize = 8;
 
 impl PeerTask {
     async fn run(mut self) {
@@ -230,7 +244,7 @@ impl PeerTask {
                     _ = self.shutdown.changed() => return,
                 },
             };
-            // Appends that queued up while the previous call was in flight travel as one call.
+            // Appends that queued up while the stream was busy travel as one message.
             while let Ok(next) = self.rx.try_recv() {
                 match coalesce(m, next) {
                     Ok(merged) => m = merged,
@@ -242,9 +256,17 @@ impl PeerTask {
                 }
             }
             let out = codec::to_outbound(&self.cluster_id, &m);
-            match self.call(out).await {
+            let mut shutdown = self.shutdown.clone();
+            let sent = tokio::select! {
+                r = self.send(out) => r,
+                _ = shutdown.changed() => return,
+            };
+            match sent {
                 Ok(()) => backoff = BACKOFF_MIN,
                 Err(status) => {
+                    if let Some((_, call)) = self.stream.take() {
+                        call.abort();
+                    }
                     self.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = self.id, code = ?status.code(), error = %status.message(), "peer call failed");
                     if status.code() == tonic::Code::FailedPrecondition {
@@ -252,6 +274,7 @@ impl PeerTask {
                     }
                     // Whatever queued up is stale by the time we reconnect: drop it, Raft
                     // resends what still matters.
+                    held = None;
                     while self.rx.try_recv().is_ok() {}
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -264,38 +287,50 @@ impl PeerTask {
         }
     }
 
-    async fn call(&mut self, out: Outbound) -> Result<(), tonic::Status> {
-        let token = self.token.clone();
-        match out {
-            Outbound::Vote(r) => {
-                self.client
-                    .request_vote(request(r, CALL_TIMEOUT, &token))
-                    .await?
-            }
-            Outbound::Append(r) => {
-                self.client
-                    .append_entries(request(r, CALL_TIMEOUT, &token))
-                    .await?
-            }
-            Outbound::TimeoutNow(r) => {
-                self.client
-                    .timeout_now(request(r, CALL_TIMEOUT, &token))
-                    .await?
-            }
-            Outbound::Reply(r) => self.client.reply(request(r, CALL_TIMEOUT, &token)).await?,
+    /// Sends one message: on the stream (opened on first use), or as an `InstallSnapshot`
+    /// call. An error means the stream or call failed; the message may be lost.
+    async fn send(&mut self, out: Outbound) -> Result<(), tonic::Status> {
+        use pb::peer_message::Body;
+        let body = match out {
+            Outbound::Vote(r) => Body::Vote(r),
+            Outbound::Append(r) => Body::Append(r),
+            Outbound::TimeoutNow(r) => Body::TimeoutNow(r),
+            Outbound::Reply(r) => Body::Reply(r),
             Outbound::Snapshot { header, meta, data } => {
                 let chunks = snapshot_chunks(header, meta, data);
                 tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
-                self.client
-                    .install_snapshot(request(
-                        tokio_stream::iter(chunks),
-                        SNAPSHOT_TIMEOUT,
-                        &token,
-                    ))
-                    .await?
+                let mut r = request(tokio_stream::iter(chunks), &self.token);
+                r.set_timeout(SNAPSHOT_TIMEOUT);
+                self.client.install_snapshot(r).await?;
+                return Ok(());
             }
         };
-        Ok(())
+        let msg = pb::PeerMessage { body: Some(body) };
+        let (tx, _) = self.stream.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            let mut client = self.client.clone();
+            // No deadline: the call lives as long as the connection. A dead peer is noticed by
+            // the HTTP/2 keep-alive, which fails the call and so the next send.
+            let r = request(tokio_stream::wrappers::ReceiverStream::new(rx), &self.token);
+            let call = tokio::spawn(async move { client.stream(r).await.map(|_| ()) });
+            (tx, call)
+        });
+        match tokio::time::timeout(STREAM_STALL, tx.send(msg)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => {}
+            // Nothing moved for that long: the connection hangs (a partition that swallows
+            // packets, or a handshake that never completes). Start over.
+            Err(_) => return Err(tonic::Status::deadline_exceeded("peer stream stalled")),
+        }
+        // The call ended (its receiver is gone): report why.
+        let Some((_, call)) = self.stream.take() else {
+            return Err(tonic::Status::unavailable("peer stream closed"));
+        };
+        match call.await {
+            Ok(Err(status)) => Err(status),
+            Ok(Ok(())) => Err(tonic::Status::unavailable("peer closed the stream")),
+            Err(e) => Err(tonic::Status::internal(format!("peer stream task: {e}"))),
+        }
     }
 }
 
@@ -394,11 +429,9 @@ pub fn coalesce(a: Message, b: Message) -> Result<Message, (Message, Message)> {
 
 fn request<T>(
     t: T,
-    timeout: Duration,
     token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 ) -> tonic::Request<T> {
     let mut r = tonic::Request::new(t);
-    r.set_timeout(timeout);
     if let Some(tok) = token {
         r.metadata_mut().insert(TOKEN_METADATA, tok.clone());
     }

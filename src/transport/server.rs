@@ -188,6 +188,26 @@ impl pb::raft_server::Raft for RaftService {
         self.authorize(&request)?;
         self.deliver(Envelope::try_from(request.into_inner()))
     }
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::PeerMessage>>,
+    ) -> Result<Response<pb::PeerAck>, Status> {
+        use pb::peer_message::Body;
+        self.authorize(&request)?;
+        let mut stream = request.into_inner();
+        while let Some(m) = stream.next().await {
+            let env = match m?.body {
+                Some(Body::Vote(r)) => Envelope::try_from(r),
+                Some(Body::Append(r)) => Envelope::try_from(r),
+                Some(Body::TimeoutNow(r)) => Envelope::try_from(r),
+                Some(Body::Reply(r)) => Envelope::try_from(r),
+                None => return Err(Status::invalid_argument("peer message without a body")),
+            };
+            self.deliver(env)?;
+        }
+        Ok(Response::new(pb::PeerAck {}))
+    }
 }
 
 #[cfg(test)]
