@@ -135,7 +135,8 @@ pub async fn serve(
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
     let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
-        .with_token(cfg.cluster_token.clone());
+        .with_token(cfg.cluster_token.clone())
+        .with_draining(node.shared().draining.subscribe());
     let chat = ChatApi::new(node.clone());
     let cluster = ClusterApi::new(node.clone());
 

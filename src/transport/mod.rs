@@ -582,3 +582,96 @@ mod tests {
         assert!(coalesce(ack(2, false, 5), ack(2, true, 7)).is_err());
     }
 }
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use crate::raft::MessageBody;
+
+    fn vote(term: u64, to: NodeId) -> Message {
+        Message {
+            from: 1,
+            to,
+            term,
+            body: MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: 0,
+                last_log_term: 0,
+                transfer: false,
+            },
+        }
+    }
+
+    /// A real server on an ephemeral port, fed by the real transport over the `Stream` call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_stream_in_order_and_a_draining_server_ends_open_streams() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (in_tx, mut in_rx) = mpsc::channel(1024);
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let svc = RaftService::new(2, "c".into(), in_tx, 1 << 20).with_draining(drain_rx);
+        let mut drained = drain_tx.subscribe();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::raft_server::RaftServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = drained.wait_for(|&d| d).await;
+                    },
+                ),
+        );
+        let (_stop, shutdown) = watch::channel(false);
+        let peers = BTreeMap::from([(2, addr.to_string())]);
+        let t = Transport::start(1, "c", None, &peers, &BTreeMap::new(), shutdown).unwrap();
+        for term in 1..=200 {
+            t.send(vec![vote(term, 2)]);
+            if term % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut terms = Vec::new();
+        while terms.len() < 200 {
+            let m = tokio::time::timeout(Duration::from_secs(5), in_rx.recv())
+                .await
+                .expect("messages arrive")
+                .expect("inbox open");
+            terms.push(m.term);
+        }
+        assert_eq!(terms, (1..=200).collect::<Vec<_>>(), "in order, none lost");
+        assert_eq!(t.stats().failed_calls.load(Ordering::Relaxed), 0);
+        // The stream is still open; shutting the server down must not wait for it.
+        drain_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops although a peer stream was open")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_for_another_cluster_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (in_tx, mut in_rx) = mpsc::channel(16);
+        let svc = RaftService::new(2, "c".into(), in_tx, 1 << 20);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::raft_server::RaftServer::new(svc))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let (_stop, shutdown) = watch::channel(false);
+        let peers = BTreeMap::from([(2, addr.to_string())]);
+        let t = Transport::start(1, "other", None, &peers, &BTreeMap::new(), shutdown).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while t.stats().failed_calls.load(Ordering::Relaxed) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never refused");
+            t.send(vec![vote(1, 2)]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            in_rx.try_recv().is_err(),
+            "nothing from a foreign cluster reached the node"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -21,6 +21,9 @@ pub struct RaftService {
     max_snapshot_bytes: u64,
     /// When set, every call must carry it in [`super::TOKEN_METADATA`].
     token: Option<String>,
+    /// Turns true when the node shuts down: open `Stream` calls then end, so the server's
+    /// graceful drain does not wait for peers that would stream forever.
+    draining: Option<watch::Receiver<bool>>,
 }
 
 impl RaftService {
@@ -38,7 +41,14 @@ impl RaftService {
             inbound,
             max_snapshot_bytes,
             token: None,
+            draining: None,
         }
+    }
+
+    /// Ends open peer streams once `draining` turns true (see the field).
+    pub fn with_draining(mut self, draining: watch::Receiver<bool>) -> Self {
+        self.draining = Some(draining);
+        self
     }
 
     /// Requires every peer call to carry `token` (`--cluster-token`).
@@ -196,7 +206,24 @@ impl pb::raft_server::Raft for RaftService {
         use pb::peer_message::Body;
         self.authorize(&request)?;
         let mut stream = request.into_inner();
-        while let Some(m) = stream.next().await {
+        let mut draining = self.draining.clone();
+        let drained = async move {
+            match &mut draining {
+                Some(d) => {
+                    let _ = d.wait_for(|&d| d).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(drained);
+        loop {
+            let m = tokio::select! {
+                m = stream.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                () = &mut drained => break,
+            };
             let env = match m?.body {
                 Some(Body::Vote(r)) => Envelope::try_from(r),
                 Some(Body::Append(r)) => Envelope::try_from(r),
