@@ -214,11 +214,11 @@ struct PeerTask {
     shutdown: watch::Receiver<bool>,
     /// The open `Stream` call: where its messages go, and the call itself (which ends only on
     /// an error or when the sender is dropped).
-    stream: Option<(
-        mpsc::Sender<pb::PeerMessage>,
-        tokio::task::JoinHandle<Result<(), tonic::Status>>,
-    )>,
+    stream: Option<(mpsc::Sender<pb::PeerMessage>, StreamCall)>,
 }
+
+/// The task running one `Stream` call.
+type StreamCall = tokio::task::JoinHandle<Result<(), tonic::Status>>;
 
 /// How long a stream may refuse a message before it is considered dead and reopened. It
 /// plays the part the per-call deadline played for unary calls.
