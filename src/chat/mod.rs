@@ -103,31 +103,7 @@ impl Command {
                 ..
             } => {
                 validate_room(room)?;
-                if author.trim().is_empty() {
-                    return Err(ChatError::InvalidArgument(
-                        "author must not be empty".into(),
-                    ));
-                }
-                if author.len() > MAX_NAME_BYTES {
-                    return Err(ChatError::InvalidArgument(format!(
-                        "author is longer than {MAX_NAME_BYTES} bytes"
-                    )));
-                }
-                if text.is_empty() {
-                    return Err(ChatError::InvalidArgument("text must not be empty".into()));
-                }
-                if text.len() > max_text_bytes {
-                    return Err(ChatError::InvalidArgument(format!(
-                        "text is {} bytes, over the {max_text_bytes}-byte limit",
-                        text.len()
-                    )));
-                }
-                if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES {
-                    return Err(ChatError::InvalidArgument(format!(
-                        "client_request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes"
-                    )));
-                }
-                Ok(())
+                validate_send_fields(author, text, id, max_text_bytes)
             }
             Command::CreateRoom { room } => validate_room(room),
         }
@@ -177,6 +153,41 @@ impl Command {
             )),
         }
     }
+}
+
+/// Checks the fields of a send other than the room: used by [`Command::validate`] and, without
+/// building a command, for every message a snapshot restores.
+fn validate_send_fields(
+    author: &str,
+    text: &str,
+    id: &str,
+    max_text_bytes: usize,
+) -> Result<(), ChatError> {
+    if author.trim().is_empty() {
+        return Err(ChatError::InvalidArgument(
+            "author must not be empty".into(),
+        ));
+    }
+    if author.len() > MAX_NAME_BYTES {
+        return Err(ChatError::InvalidArgument(format!(
+            "author is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if text.is_empty() {
+        return Err(ChatError::InvalidArgument("text must not be empty".into()));
+    }
+    if text.len() > max_text_bytes {
+        return Err(ChatError::InvalidArgument(format!(
+            "text is {} bytes, over the {max_text_bytes}-byte limit",
+            text.len()
+        )));
+    }
+    if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(ChatError::InvalidArgument(format!(
+            "client_request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a room name: non-empty, bounded, no control characters.
@@ -519,23 +530,14 @@ impl ChatState {
 
     /// Checks one restored message the way `apply` checks a send.
     fn check_record(&self, r: &Record<'_>) -> Result<(), ChatError> {
-        Command::Send {
-            room: "r".into(),
-            author: r.author.into(),
-            text: r.text.into(),
-            id: r.id.into(),
-            sent_at_unix_ms: r.sent_at_unix_ms,
-        }
-        .validate(self.max_text_bytes)
-        .map_err(|e| ChatError::Corrupt(format!("snapshot holds a message that {e}")))
+        validate_send_fields(r.author, r.text, r.id, self.max_text_bytes)
+            .map_err(|e| ChatError::Corrupt(format!("snapshot holds a message that {e}")))
     }
 
     fn restore_packed(&mut self, rooms: Vec<PackedRoomPb>) -> Result<(), ChatError> {
         for room in rooms {
             validate_room(&room.name)?;
-            let log = RoomLog::from_chunks(room.chunks.iter().map(|c| c.as_ref()), |r| {
-                self.check_record(r)
-            })?;
+            let log = RoomLog::from_chunks(room.chunks, |r| self.check_record(r))?;
             if log.len() != room.count {
                 return Err(ChatError::Corrupt(format!(
                     "room {:?} holds {} messages, its header says {}",

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::encoding::{decode_varint, encode_varint};
 
 use super::{ChatError, ChatMessage};
@@ -105,14 +106,51 @@ fn string<'a>(buf: &mut &'a [u8]) -> Result<&'a str, ChatError> {
     std::str::from_utf8(s).map_err(|_| corrupt("text is not UTF-8"))
 }
 
+/// The bytes of a chunk: growing while it is a room's newest, then frozen. A frozen chunk may
+/// be a slice of the snapshot it was restored from, so a restart holds each message once.
+#[derive(Debug, Clone)]
+enum ChunkData {
+    Open(Vec<u8>),
+    Sealed(Bytes),
+}
+
+impl ChunkData {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ChunkData::Open(v) => v,
+            ChunkData::Sealed(b) => b,
+        }
+    }
+
+    /// The growable form; copies a sealed chunk (which only happens to a room's last chunk
+    /// after a restore).
+    fn open(&mut self) -> &mut Vec<u8> {
+        if let ChunkData::Sealed(b) = self {
+            *self = ChunkData::Open(b.to_vec());
+        }
+        match self {
+            ChunkData::Open(v) => v,
+            ChunkData::Sealed(_) => unreachable!("chunk data was opened just above"),
+        }
+    }
+
+    fn seal(&mut self) {
+        if let ChunkData::Open(v) = self {
+            // Sealed from now on: give back the growth slack.
+            v.shrink_to_fit();
+            *self = ChunkData::Sealed(Bytes::from(std::mem::take(v)));
+        }
+    }
+}
+
 /// Packed records, in seq order. Invariant: `ends` is strictly increasing, its last element is
-/// `data.len()`, and every record in `data` decodes.
-#[derive(Debug, Clone, Default)]
+/// the data's length, and every record in the data decodes.
+#[derive(Debug, Clone)]
 pub(crate) struct Chunk {
     /// Seq of the first record.
     first_seq: u64,
     /// The records, back to back.
-    data: Vec<u8>,
+    data: ChunkData,
     /// End offset of each record in `data`.
     ends: Vec<u32>,
 }
@@ -121,14 +159,14 @@ impl Chunk {
     fn record(&self, i: usize) -> Option<Record<'_>> {
         let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let mut buf = self.data.get(start..end)?;
+        let mut buf = self.data.as_slice().get(start..end)?;
         // Every record was validated when it was packed or restored.
         Record::decode(&mut buf).ok()
     }
 
     /// The packed bytes, for the snapshot.
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        self.data.as_slice()
     }
 }
 
@@ -162,25 +200,27 @@ impl RoomLog {
         let seq = self.len + 1;
         let need_new = match self.chunks.last() {
             None => true,
-            Some(c) => c.data.len() >= CHUNK_BYTES,
+            Some(c) => c.bytes().len() >= CHUNK_BYTES,
         };
         if need_new {
             if let Some(last) = self.chunks.last_mut() {
-                // Sealed from now on: give back the growth slack.
                 let c = Arc::make_mut(last);
-                c.data.shrink_to_fit();
+                c.data.seal();
                 c.ends.shrink_to_fit();
             }
             self.chunks.push(Arc::new(Chunk {
                 first_seq: seq,
-                ..Chunk::default()
+                data: ChunkData::Open(Vec::new()),
+                ends: Vec::new(),
             }));
         }
         if let Some(last) = self.chunks.last_mut() {
             // Copies the open chunk only if a snapshot still holds it.
             let c = Arc::make_mut(last);
-            rec.encode(&mut c.data);
-            c.ends.push(c.data.len() as u32);
+            let data = c.data.open();
+            rec.encode(data);
+            let end = data.len() as u32;
+            c.ends.push(end);
         }
         self.len = seq;
     }
@@ -216,15 +256,16 @@ impl RoomLog {
     }
 
     /// Rebuilds a room from snapshot chunks, checking every record (a snapshot may come from
-    /// the network). `check` vets each record the way `apply` would have.
-    pub fn from_chunks<'b>(
-        chunks: impl IntoIterator<Item = &'b [u8]>,
+    /// the network). `check` vets each record the way `apply` would have. The chunks are kept
+    /// as given (slices of the snapshot, not copies).
+    pub fn from_chunks(
+        chunks: impl IntoIterator<Item = Bytes>,
         mut check: impl FnMut(&Record<'_>) -> Result<(), ChatError>,
     ) -> Result<RoomLog, ChatError> {
         let mut room = RoomLog::default();
         for bytes in chunks {
             let mut ends = Vec::new();
-            let mut rest = bytes;
+            let mut rest = &bytes[..];
             while !rest.is_empty() {
                 let rec = Record::decode(&mut rest)?;
                 check(&rec)?;
@@ -238,7 +279,7 @@ impl RoomLog {
             let n = ends.len() as u64;
             room.chunks.push(Arc::new(Chunk {
                 first_seq: room.len + 1,
-                data: bytes.to_vec(),
+                data: ChunkData::Sealed(bytes),
                 ends,
             }));
             room.len += n;
@@ -278,10 +319,17 @@ mod tests {
         assert!(room.get(0).is_none() && room.get(201).is_none());
         let seqs: Vec<u64> = room.range(99, 102).map(|(s, _)| s).collect();
         assert_eq!(seqs, vec![99, 100, 101, 102]);
-        let back =
-            RoomLog::from_chunks(room.chunks().iter().map(|c| c.bytes()), |_| Ok(())).unwrap();
+        let copies = room
+            .chunks()
+            .iter()
+            .map(|c| Bytes::copy_from_slice(c.bytes()));
+        let mut back = RoomLog::from_chunks(copies, |_| Ok(())).unwrap();
         assert_eq!(back.len(), 200);
         assert_eq!(back.get(150), room.get(150));
+        // A restored room keeps growing: its last chunk reopens.
+        back.push(&rec(201, "tail"));
+        assert_eq!(back.get(201).unwrap().text, "tail");
+        assert_eq!(back.get(200).unwrap().text, text);
     }
 
     #[test]
@@ -310,7 +358,7 @@ mod tests {
         fn garbage_chunks_are_refused_without_panic(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)
         ) {
-            let _ = RoomLog::from_chunks([data.as_slice()], |_| Ok(()));
+            let _ = RoomLog::from_chunks([Bytes::from(data)], |_| Ok(()));
         }
     }
 }

@@ -45,6 +45,18 @@ pub type Started = (
 );
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
 
+/// Hands memory freed by the restore (the log segments read at open, decode buffers) back to
+/// the OS. glibc keeps freed heap memory for reuse, and a restart's transient buffers would
+/// otherwise stay in the node's RSS (measured: about 55 MB more after a restart with 1M
+/// messages than before it).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A fresh draw for `Driver::snapshot_stretch`.
 fn snapshot_stretch() -> f64 {
     1.0 + fastrand::f64() * 0.25
@@ -146,6 +158,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         rc.applied = snap.meta.index;
         rc.seed = cfg.id ^ fastrand::u64(..);
         let raft = Raft::new(rc, storage)?;
+        let (snap_index, snap_bytes) = (snap.meta.index, snap.data.len() as u64);
+        drop(snap);
+        release_free_memory();
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let transport = Transport::start(
@@ -160,7 +175,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             sm: RwLock::new(sm),
-            applied: watch::channel(snap.meta.index).0,
+            applied: watch::channel(snap_index).0,
             status: watch::channel(NodeStatus::initial(
                 cfg.id,
                 cfg.advertised_addr(),
@@ -190,8 +205,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             was_member: false,
             removed: false,
             next_ctx: 1,
-            snapshot_index: snap.meta.index,
-            snapshot_bytes: snap.data.len() as u64,
+            snapshot_index: snap_index,
+            snapshot_bytes: snap_bytes,
             applied_bytes_since_snapshot: 0,
             compacting: None,
             snapshot_stretch: snapshot_stretch(),

@@ -136,7 +136,7 @@ impl<S: Storage> Raft<S> {
         // Membership takes effect on append, so every configuration entry in the log is in
         // force in turn, committed or not. Rebuild the history from the snapshot on, so that
         // `conf_at` can answer for any index a later snapshot may be taken at.
-        let snap = log.storage.snapshot()?.meta;
+        let snap = log.storage.snapshot_meta()?;
         let base = if state.conf_index == snap.index {
             (state.conf_index, state.conf_state)
         } else {

@@ -48,6 +48,11 @@ pub trait Storage {
     fn last_index(&self) -> Result<u64, StorageError>;
     /// The latest snapshot, to send to followers that are too far behind.
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
+    /// The latest snapshot's metadata alone: what starting the core needs. Storages that keep
+    /// the data on disk answer it without reading the data.
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        self.snapshot().map(|s| s.meta)
+    }
 }
 
 /// The part of `entries` after `snapshot_index`: entries the snapshot already covers are

@@ -387,7 +387,13 @@ pub fn decode_snapshot_header(buf: &[u8]) -> Result<SnapshotHeader, DecodeError>
 
 /// Decodes a whole snapshot file (header, data, data checksum, nothing after).
 pub fn decode_snapshot(buf: &[u8]) -> Result<Snapshot, DecodeError> {
-    let h = decode_snapshot_header(buf)?;
+    decode_snapshot_owned(Bytes::copy_from_slice(buf))
+}
+
+/// [`decode_snapshot`] of a buffer it may keep: the data is a slice of `buf`, not a copy, so a
+/// snapshot read from disk is held in memory once.
+pub fn decode_snapshot_owned(buf: Bytes) -> Result<Snapshot, DecodeError> {
+    let h = decode_snapshot_header(&buf)?;
     let file_len = h.file_len();
     if (buf.len() as u64) < file_len {
         return Err(DecodeError::Incomplete {
@@ -401,15 +407,14 @@ pub fn decode_snapshot(buf: &[u8]) -> Result<Snapshot, DecodeError> {
     // Both fit in `buf`, so they fit in usize.
     let start = h.data_offset as usize;
     let end = start + h.data_len as usize;
-    let data = &buf[start..end];
-    if crc32c(data) != u32_at(buf, end) {
+    if crc32c(&buf[start..end]) != u32_at(&buf, end) {
         return Err(DecodeError::Checksum {
             what: "snapshot data",
         });
     }
     Ok(Snapshot {
         meta: h.meta,
-        data: Bytes::copy_from_slice(data),
+        data: buf.slice(start..end),
     })
 }
 

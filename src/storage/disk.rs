@@ -101,6 +101,9 @@ pub struct DiskStorage {
     /// only to send it to a follower, so it costs no memory the rest of the time.
     snapshot: SnapshotMeta,
     snapshot_path: PathBuf,
+    /// The snapshot as read and verified at open, handed to the first `snapshot()` call (the
+    /// node's restore) so that a restart reads the file once, not twice.
+    opened_snapshot: std::sync::Mutex<Option<Snapshot>>,
     /// Configuration entries in the log after the snapshot, oldest first, so that
     /// `initial_state` never reads the log.
     confs: Vec<(u64, ConfState)>,
@@ -232,7 +235,8 @@ impl DiskStorage {
             wal: rec.wal,
             hard_state,
             durable_hard_state,
-            snapshot: snapshot.meta,
+            snapshot: snapshot.meta.clone(),
+            opened_snapshot: std::sync::Mutex::new(Some(snapshot)),
             snapshot_path,
             confs,
             poisoned: None,
@@ -335,6 +339,9 @@ impl DiskStorage {
             fs::remove_file(&old).at(&old)?;
         }
         self.snapshot = meta;
+        if let Ok(opened) = self.opened_snapshot.get_mut() {
+            *opened = None;
+        }
         Ok(())
     }
 
@@ -519,8 +526,20 @@ impl Storage for DiskStorage {
         Ok(self.wal.next_index() - 1)
     }
 
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        let s = snapshot::load_snapshot(&self.snapshot_path)?;
+        let opened = self
+            .opened_snapshot
+            .lock()
+            .map_or(None, |mut o| o.take())
+            .filter(|s| s.meta == self.snapshot);
+        let s = match opened {
+            Some(s) => s,
+            None => snapshot::load_snapshot(&self.snapshot_path)?,
+        };
         if s.meta != self.snapshot {
             return Err(StorageError::Other(format!(
                 "{} holds snapshot {}/{}, expected {}/{}",

@@ -45,7 +45,7 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, Dis
 /// is corruption.
 pub(crate) fn load_snapshot(path: &Path) -> Result<Snapshot, DiskError> {
     let bytes = fs::read(path).at(path)?;
-    codec::decode_snapshot(&bytes).map_err(|e| DiskError::Corrupt {
+    codec::decode_snapshot_owned(bytes.into()).map_err(|e| DiskError::Corrupt {
         file: path.to_path_buf(),
         offset: 0,
         reason: e.to_string(),
@@ -190,7 +190,7 @@ impl SnapshotReceiver {
         self.sync.all(&file, &self.path)?;
         drop(file);
         let bytes = fs::read(&self.path).at(&self.path)?;
-        let snap = codec::decode_snapshot(&bytes)
+        let snap = codec::decode_snapshot_owned(bytes.into())
             .map_err(|e| DiskError::Invalid(format!("received snapshot is damaged: {e}")))?;
         let staged = self.dir.join(staged_name(snap.meta.index, snap.meta.term));
         fs::rename(&self.path, &staged).at(&staged)?;

@@ -72,7 +72,7 @@ fn entry_to_pb(e: &Entry) -> pb::Entry {
         index: e.index,
         term: e.term,
         kind: kind as i32,
-        data: e.data.to_vec(),
+        data: e.data.clone(),
     }
 }
 
@@ -92,7 +92,7 @@ impl TryFrom<pb::Entry> for Entry {
             index: e.index,
             term: e.term,
             kind,
-            data: Bytes::from(e.data),
+            data: e.data,
         })
     }
 }
@@ -487,7 +487,7 @@ mod tests {
                 index: 1,
                 term: 1,
                 kind: 42,
-                data: vec![],
+                data: Bytes::new(),
             }],
             ..Default::default()
         };
@@ -504,7 +504,7 @@ mod tests {
                 index: 5,
                 term: 1,
                 kind: 0,
-                data: vec![],
+                data: Bytes::new(),
             }],
             ..Default::default()
         };
