@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Log entry payloads stay `Bytes` from the log to the wire and back: no copy per entry
         // per follower when replicating.
         .bytes(".rustyraft.v1.Entry.data")
+        // Small initial buffers: see `pb::LeanCodec`.
+        .codec_path("crate::pb::LeanCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -139,9 +139,8 @@ impl ChatApi {
         let me = self.node.config().id;
         loop {
             let last: Status;
-            let status = self.node.status();
-            if status.role == Role::Leader {
-                match self.node.propose(cmd.clone()).await {
+            if self.node.role() == Role::Leader {
+                match self.node.propose(&cmd).await {
                     Ok(a) => return Ok(a),
                     Err(e @ (NodeError::NotLeader { .. } | NodeError::Unavailable(_))) => {
                         last = node_status(e)

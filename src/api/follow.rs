@@ -124,7 +124,7 @@ mod tests {
         for i in 0..n {
             let node = node.clone();
             set.spawn(async move {
-                node.propose(Command::Send {
+                node.propose(&Command::Send {
                     room: if i % 2 == 0 { "r" } else { "other" }.into(),
                     author: "a".into(),
                     text: format!("{i}"),

@@ -317,26 +317,20 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     fn on_request(&mut self, r: Request) {
         match r {
-            Request::Propose { cmd, reply } => {
-                if let Err(e) = cmd.validate(self.cfg.max_text_bytes) {
-                    let _ = reply.send(Err(e.into()));
-                    return;
+            Request::Propose { data, reply } => match self.raft.propose(data) {
+                Ok(index) => {
+                    let term = self.raft.term();
+                    self.proposals.insert(index, (term, reply));
                 }
-                match self.raft.propose(cmd.encode()) {
-                    Ok(index) => {
-                        let term = self.raft.term();
-                        self.proposals.insert(index, (term, reply));
-                    }
-                    Err(crate::raft::ProposeError::NotLeader { leader_hint }) => {
-                        let _ = reply.send(Err(NodeError::NotLeader {
-                            leader: self.leader_addr(leader_hint),
-                        }));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(NodeError::Unavailable(e.to_string())));
-                    }
+                Err(crate::raft::ProposeError::NotLeader { leader_hint }) => {
+                    let _ = reply.send(Err(NodeError::NotLeader {
+                        leader: self.leader_addr(leader_hint),
+                    }));
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(NodeError::Unavailable(e.to_string())));
+                }
+            },
             Request::ReadIndex { reply } => {
                 let ctx = self.next_ctx;
                 self.next_ctx += 1;

@@ -230,7 +230,8 @@ pub enum NodeError {
 pub(crate) enum Request {
     /// Propose a command and answer once it is applied.
     Propose {
-        cmd: Command,
+        /// An encoded, validated [`Command`].
+        data: bytes::Bytes,
         reply: oneshot::Sender<Result<Applied, NodeError>>,
     },
     /// Obtain a linearizable read index.
@@ -344,8 +345,17 @@ impl NodeHandle {
     }
 
     /// Proposes a command on this node (which must be the leader) and waits until it is applied.
-    pub async fn propose(&self, cmd: Command) -> Result<Applied, NodeError> {
-        self.request(|reply| Request::Propose { cmd, reply }).await
+    /// The command is checked and encoded here, in the caller's task, so the driver task (one
+    /// for the whole node) only appends bytes.
+    pub async fn propose(&self, cmd: &Command) -> Result<Applied, NodeError> {
+        cmd.validate(self.config.max_text_bytes)?;
+        let data = cmd.encode();
+        self.request(|reply| Request::Propose { data, reply }).await
+    }
+
+    /// This node's role, without copying the whole status.
+    pub fn role(&self) -> crate::raft::Role {
+        self.shared.status.borrow().role
     }
 
     /// Obtains a read index through ReadIndex and waits until it is applied locally, bounded by

@@ -101,7 +101,7 @@ async fn proposals_in_a_burst_share_fsyncs_and_apply_in_order() {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
         let node = node.clone();
-        set.spawn(async move { node.propose(send(i)).await });
+        set.spawn(async move { node.propose(&send(i)).await });
     }
     let results = set.join_all().await;
     let mut seqs: Vec<u64> = results
@@ -127,7 +127,7 @@ async fn compaction_keeps_state_and_reads_are_linearizable() {
     let (node, _inbound, task) = Driver::start_with(cfg, store).unwrap();
     wait_leader(&node).await;
     for i in 0..25 {
-        node.propose(send(i)).await.unwrap();
+        node.propose(&send(i)).await.unwrap();
     }
     let idx = node
         .linearizable_barrier(Duration::from_secs(5))
@@ -137,7 +137,7 @@ async fn compaction_keeps_state_and_reads_are_linearizable() {
     assert!(node.status().snapshot_index >= 20);
     assert_eq!(node.shared().sm.read().unwrap().room_len("r"), Some(25));
     // A retry after compaction is still deduplicated (the table is part of the state).
-    match node.propose(send(3)).await.unwrap() {
+    match node.propose(&send(3)).await.unwrap() {
         Applied::Sent { message, duplicate } => {
             assert!(duplicate);
             assert_eq!(message.seq, 4);
