@@ -122,15 +122,21 @@ impl ChunkData {
         }
     }
 
-    /// The growable form; copies a sealed chunk (which only happens to a room's last chunk
-    /// after a restore).
-    fn open(&mut self) -> &mut Vec<u8> {
-        if let ChunkData::Sealed(b) = self {
-            *self = ChunkData::Open(b.to_vec());
-        }
+    /// Appends `rec` and returns the new length. A sealed chunk is copied into a growable one
+    /// first (which only happens to a room's last chunk after a restore).
+    fn push(&mut self, rec: &Record<'_>) -> usize {
         match self {
-            ChunkData::Open(v) => v,
-            ChunkData::Sealed(_) => unreachable!("chunk data was opened just above"),
+            ChunkData::Open(v) => {
+                rec.encode(v);
+                v.len()
+            }
+            ChunkData::Sealed(b) => {
+                let mut v = b.to_vec();
+                rec.encode(&mut v);
+                let len = v.len();
+                *self = ChunkData::Open(v);
+                len
+            }
         }
     }
 
@@ -217,9 +223,7 @@ impl RoomLog {
         if let Some(last) = self.chunks.last_mut() {
             // Copies the open chunk only if a snapshot still holds it.
             let c = Arc::make_mut(last);
-            let data = c.data.open();
-            rec.encode(data);
-            let end = data.len() as u32;
+            let end = c.data.push(rec) as u32;
             c.ends.push(end);
         }
         self.len = seq;

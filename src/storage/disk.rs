@@ -388,29 +388,32 @@ impl DiskStorage {
                 self.wal.next_index() - 1
             )));
         };
-        let meta = SnapshotMeta { index, term, conf };
-        let staged = dir.join(snapshot::staged_name(index, term));
-        let path = if staged.exists() {
-            // Written and synced ahead of time by a stager: put it in place.
-            let target = dir.join(snapshot::snapshot_name(index, term));
-            fs::rename(&staged, &target).at(&target)?;
-            self.sync.dir(&dir)?;
-            target
-        } else {
-            snapshot::write_snapshot(
-                &self.sync,
-                &dir,
-                &Snapshot {
-                    meta: meta.clone(),
-                    data,
-                },
-            )?
+        let s = Snapshot {
+            meta: SnapshotMeta { index, term, conf },
+            data,
         };
-        self.replace_snapshot(meta, path)?;
+        let path = self.place_snapshot(&s)?;
+        self.replace_snapshot(s.meta, path)?;
         self.wal.compact_to(index)?;
         self.confs.retain(|(i, _)| *i > index);
         snapshot::remove_staged_upto(&dir, index)?;
         self.write_hard_state()
+    }
+
+    /// Puts the file of snapshot `s` in place and returns its path: the staged file for its
+    /// index and term when there is one (received and verified by a [`SnapshotReceiver`], or
+    /// written ahead by a [`SnapshotStager`]), else `s` written now.
+    fn place_snapshot(&self, s: &Snapshot) -> Result<PathBuf, DiskError> {
+        let dir = &self.cfg.dir;
+        let (index, term) = (s.meta.index, s.meta.term);
+        let staged = dir.join(snapshot::staged_name(index, term));
+        if !staged.exists() {
+            return snapshot::write_snapshot(&self.sync, dir, s);
+        }
+        let target = dir.join(snapshot::snapshot_name(index, term));
+        fs::rename(&staged, &target).at(&target)?;
+        self.sync.dir(dir)?;
+        Ok(target)
     }
 
     fn do_apply_snapshot(&mut self, s: Snapshot) -> Result<(), DiskError> {
@@ -425,16 +428,7 @@ impl DiskStorage {
         }
         let keep_log = self.wal.term(index) == Some(term);
         let dir = self.cfg.dir.clone();
-        let staged = dir.join(snapshot::staged_name(index, term));
-        let path = if staged.exists() {
-            // Received and verified by a SnapshotReceiver: move it into place.
-            let target = dir.join(snapshot::snapshot_name(index, term));
-            fs::rename(&staged, &target).at(&target)?;
-            self.sync.dir(&dir)?;
-            target
-        } else {
-            snapshot::write_snapshot(&self.sync, &dir, &s)?
-        };
+        let path = self.place_snapshot(&s)?;
         self.replace_snapshot(s.meta, path)?;
         if keep_log {
             self.wal.compact_to(index)?;
