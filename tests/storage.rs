@@ -331,6 +331,20 @@ fn compaction_adopts_a_staged_snapshot_and_drops_an_overtaken_one() {
 }
 
 #[test]
+fn an_old_snapshot_left_for_deletion_is_removed_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = DiskStorage::open(disk_cfg(tmp.path()), voters()).unwrap();
+    // What a crash between the rename and the background unlink leaves behind.
+    let doomed = tmp
+        .path()
+        .join("snap-00000000000000000007-00000000000000000001.snap.deleting");
+    std::fs::write(&doomed, b"old").unwrap();
+    let s = reopen_disk(s);
+    assert!(!doomed.exists());
+    assert_eq!(s.snapshot().unwrap().meta.index, 0);
+}
+
+#[test]
 fn group_commit_is_one_fdatasync_per_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = DiskStorage::open(DiskConfig::new(tmp.path()), voters()).unwrap();

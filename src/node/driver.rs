@@ -57,6 +57,21 @@ fn release_free_memory() {
     }
 }
 
+/// Lowers the calling thread's CPU priority to the lowest, so a background snapshot (a copy of
+/// the whole state, then its write) yields the cores to the tasks that commit. Measured at 256
+/// clients: each snapshot of a growing state showed up as a latency spike of 80 to 300 ms.
+/// Only for a thread of its own: an unprivileged process cannot raise a priority again. Best
+/// effort: if it fails, the snapshot runs at normal priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain integers and change only this thread's
+    // scheduling attributes (on Linux, PRIO_PROCESS with a thread id means that thread).
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
 /// A fresh draw for `Driver::snapshot_stretch`.
 fn snapshot_stretch() -> f64 {
     1.0 + fastrand::f64() * 0.25
@@ -604,19 +619,29 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             bytes_at_start: self.applied_bytes_since_snapshot,
         });
         let tx = self.compacted_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let data = view.encode();
-            let done = stager
-                .stage(applied, term, &conf, &data)
-                .map(|()| Compacted {
-                    index: applied,
-                    conf,
-                    data,
-                })
-                .map_err(|e| e.to_string());
-            // The driver may have stopped; then the staged file is removed at the next open.
-            let _ = tx.blocking_send(done);
-        });
+        // A thread of its own (not the blocking pool), so its lowered priority dies with it.
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let data = view.encode();
+                let done = stager
+                    .stage(applied, term, &conf, &data)
+                    .map(|()| Compacted {
+                        index: applied,
+                        conf,
+                        data,
+                    })
+                    .map_err(|e| e.to_string());
+                // The driver may have stopped; then the staged file is removed at the next open.
+                let _ = tx.blocking_send(done);
+            });
+        if let Err(e) = spawned {
+            self.compacting = None;
+            return Err(NodeError::Io(format!(
+                "cannot start the snapshot thread: {e}"
+            )));
+        }
         Ok((
             self.snapshot_index,
             self.raft.log().term(self.snapshot_index)?,
