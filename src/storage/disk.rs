@@ -154,7 +154,12 @@ impl DiskStorage {
                 || name.starts_with("staged-")
             {
                 info!(file = %ent.path().display(), "removing leftover temp file");
-                fs::remove_file(ent.path()).at(&ent.path())?;
+                match fs::remove_file(ent.path()) {
+                    // Gone meanwhile: an old snapshot's background unlink (from a storage
+                    // dropped a moment ago in this process) got there first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.at(&ent.path())?,
+                }
             } else if name.starts_with("wal-") || name == HARD_STATE_FILE {
                 has_files = true;
             }
