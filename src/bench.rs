@@ -5,13 +5,16 @@
 //! Latencies go into HDR histograms in microseconds (1 µs to 60 s, 3 significant digits), so
 //! p99.9 and max are exact to 0.1 % and merging per-worker histograms is lossless.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::pb;
@@ -57,6 +60,16 @@ pub enum Target {
     Leader,
     /// Every address given, connections round-robin.
     All,
+}
+
+/// How `raft_client bench` sends: one unary `SendMessage` call per send, or pipelined on one
+/// long-lived `SendStream` call per connection (each worker still has one send in flight).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// `SendMessage`: a new HTTP/2 stream (headers, data, trailers each way) per send.
+    Unary,
+    /// `SendStream`: one data frame each way per send, on a call that stays open.
+    Stream,
 }
 
 /// Shape of a closed-loop run; the same for RustyRaft and etcd so the runs are comparable.
@@ -355,10 +368,89 @@ fn filler(value_size: usize) -> String {
     "x".repeat(value_size)
 }
 
-/// `raft_client bench`: the closed loop of `SendMessage` calls against a RustyRaft cluster.
+/// Sends still waiting for their answer on one `SendStream` call, by tag.
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), String>>>>>;
+
+/// One open `SendStream` call shared by several workers: they queue requests on `tx` and a
+/// reader task hands each answer to the worker whose tag it carries.
+struct SendStreamConn {
+    tx: mpsc::Sender<pb::SendStreamRequest>,
+    waiters: Waiters,
+    next_tag: AtomicU64,
+}
+
+impl SendStreamConn {
+    /// Opens the call on `channel` and starts its reader. When the call ends (the node went
+    /// away), every waiting send fails and so do later ones: the closed loop counts them.
+    async fn open(channel: Channel, in_flight: usize) -> Result<Self, BenchError> {
+        let (tx, rx) = mpsc::channel(in_flight.max(1));
+        let mut answers = ChatServiceClient::new(channel)
+            .send_stream(ReceiverStream::new(rx))
+            .await
+            .map_err(|st| BenchError::Setup(format!("SendStream: {}", st.message())))?
+            .into_inner();
+        let waiters: Waiters = Arc::default();
+        let w = Arc::clone(&waiters);
+        tokio::spawn(async move {
+            let end = loop {
+                match answers.message().await {
+                    Ok(Some(r)) => {
+                        let outcome = match r.error {
+                            None => Ok(()),
+                            Some(e) => Err(e.message),
+                        };
+                        let waiter = w.lock().ok().and_then(|mut m| m.remove(&r.tag));
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                    Ok(None) => break "SendStream ended".to_string(),
+                    Err(st) => break format!("SendStream failed: {}", st.message()),
+                }
+            };
+            if let Ok(mut m) = w.lock() {
+                for (_, waiter) in m.drain() {
+                    let _ = waiter.send(Err(end.clone()));
+                }
+            }
+        });
+        Ok(SendStreamConn {
+            tx,
+            waiters,
+            next_tag: AtomicU64::new(0),
+        })
+    }
+
+    /// One send, answered when it commits or fails.
+    async fn send(&self, send: pb::SendMessageRequest) -> Result<(), String> {
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        self.waiters
+            .lock()
+            .map_err(|_| "waiter table poisoned".to_string())?
+            .insert(tag, done);
+        let req = pb::SendStreamRequest {
+            tag,
+            send: Some(send),
+        };
+        if self.tx.send(req).await.is_err() {
+            if let Ok(mut m) = self.waiters.lock() {
+                m.remove(&tag);
+            }
+            return Err("SendStream is closed".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("SendStream reader ended".into()))
+    }
+}
+
+/// `raft_client bench`: the closed loop of sends (`SendMessage` calls, or `SendStream` with
+/// `Api::Stream`) against a RustyRaft cluster.
 pub async fn run_rustyraft(
     addrs: &[String],
     target: Target,
+    api: Api,
     cfg: &LoadConfig,
 ) -> Result<Report, BenchError> {
     cfg.validate()?;
@@ -373,10 +465,29 @@ pub async fn run_rustyraft(
     for i in 0..cfg.connections {
         channels.push(connect(&targets[i % targets.len()]).await?);
     }
-    let channels = Arc::new(channels);
     let rooms: Arc<Vec<String>> = Arc::new((0..cfg.rooms).map(|r| format!("bench-{r}")).collect());
     let text = Arc::new(filler(cfg.value_size));
-    let report = closed_loop("rustyraft", cfg, move |w, _n| {
+    if api == Api::Stream {
+        let mut conns = Vec::with_capacity(channels.len());
+        for ch in channels {
+            conns.push(SendStreamConn::open(ch, cfg.concurrency).await?);
+        }
+        let conns = Arc::new(conns);
+        let report = closed_loop("rustyraft-stream", cfg, move |w, _n| {
+            let conns = Arc::clone(&conns);
+            let req = pb::SendMessageRequest {
+                room: rooms[w % rooms.len()].clone(),
+                author: "bench".into(),
+                text: text.as_str().to_owned(),
+                client_request_id: String::new(),
+            };
+            async move { conns[w % conns.len()].send(req).await }
+        })
+        .await;
+        return Ok(report);
+    }
+    let channels = Arc::new(channels);
+    let report = closed_loop("rustyraft-unary", cfg, move |w, _n| {
         let mut c = ChatServiceClient::new(channels[w % channels.len()].clone());
         let req = pb::SendMessageRequest {
             room: rooms[w % rooms.len()].clone(),

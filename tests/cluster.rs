@@ -513,3 +513,135 @@ async fn sigterm_shuts_down_gracefully_with_open_streams() {
     // The stream ends (with UNAVAILABLE or a closed connection), it does not hang.
     assert!(!matches!(stream.message().await, Ok(Some(_))));
 }
+
+/// `SendStream` answers every send exactly once, by tag: good sends commit in order with
+/// consecutive seqs, a retry returns the original, bad sends fail with the code `SendMessage`
+/// would give without ending the call, and a follower's call forwards to the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_stream_answers_every_send_by_tag() {
+    use std::collections::BTreeMap;
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    let follower = c.live().into_iter().find(|&i| i != leader).unwrap();
+    let send = |tag: u64, room: &str, text: &str, id: &str| pb::SendStreamRequest {
+        tag,
+        send: Some(pb::SendMessageRequest {
+            room: room.into(),
+            author: "tester".into(),
+            text: text.into(),
+            client_request_id: id.into(),
+        }),
+    };
+    let mut reqs: Vec<pb::SendStreamRequest> = (0..300)
+        .map(|i| send(i, "pipe", &format!("m{i}"), &format!("id-{i}")))
+        .collect();
+    reqs.push(send(1000, "", "no room", ""));
+    reqs.push(pb::SendStreamRequest {
+        tag: 1001,
+        send: None,
+    });
+    reqs.push(send(1002, "pipe", "", ""));
+    // A retry of send 7: answered with the original message, not appended again.
+    reqs.push(send(1003, "pipe", "m7", "id-7"));
+    let sent = reqs.len();
+    // The whole request stream at once (the client closes its side after it): more than fit in
+    // one HTTP/2 window, all in flight together.
+    let mut answers = chat(&c.addr(leader))
+        .send_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by_tag = BTreeMap::new();
+    while let Some(a) = answers.message().await.unwrap() {
+        assert!(
+            by_tag.insert(a.tag, a).is_none(),
+            "a tag was answered twice"
+        );
+    }
+    assert_eq!(
+        by_tag.len(),
+        sent,
+        "every send is answered once, then the call ends"
+    );
+    let mut seqs: Vec<u64> = (0..300)
+        .map(|i| {
+            let a = &by_tag[&i];
+            assert!(a.error.is_none(), "send {i} failed: {:?}", a.error);
+            let m = a.message.as_ref().unwrap();
+            assert_eq!(m.text, format!("m{i}"));
+            m.seq
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=300).collect::<Vec<u64>>(),
+        "one seq each, no gaps"
+    );
+    for tag in [1000, 1001, 1002] {
+        let e = by_tag[&tag].error.as_ref().expect("a bad send fails");
+        assert_eq!(e.code, Code::InvalidArgument as i32, "tag {tag}: {e:?}");
+        assert!(by_tag[&tag].message.is_none());
+    }
+    let retry = by_tag[&1003].message.as_ref().unwrap();
+    assert_eq!(retry, by_tag[&7].message.as_ref().unwrap());
+
+    // Through a follower: forwarded to the leader, same answers.
+    let reqs: Vec<_> = (0..20)
+        .map(|i| send(i, "pipe", &format!("f{i}"), ""))
+        .collect();
+    let mut answers = chat(&c.addr(follower))
+        .send_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(a) = answers.message().await.unwrap() {
+        let m = a.message.unwrap_or_else(|| panic!("{:?}", a.error));
+        assert_eq!(m.text, format!("f{}", a.tag));
+        assert!(m.seq > 300);
+        n += 1;
+    }
+    assert_eq!(n, 20);
+    let all = local_history(&c.addr(leader), "pipe", 0).await.unwrap();
+    assert_eq!(all.len(), 320, "the retry appended nothing");
+}
+
+/// `raft_client bench` end to end, on both send paths: it reports its label and counts, and
+/// every send it counted as done is in the room afterwards (the bench does not count sends
+/// that never committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_counts_only_committed_sends_on_both_apis() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    let mut counted = 0;
+    for api in ["stream", "unary"] {
+        let out = Command::new(bin())
+            .args(["bench", "--addr", &c.live_addrs(), "--api", api])
+            .args([
+                "--concurrency",
+                "8",
+                "--connections",
+                "2",
+                "--duration",
+                "0.5",
+            ])
+            .args(["--warmup", "0", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["system"], format!("rustyraft-{api}"));
+        assert_eq!(r["errors"], 0, "{r}");
+        let ops = r["ops"].as_u64().unwrap();
+        assert!(ops > 0, "{r}");
+        counted += ops;
+    }
+    let room = local_history(&c.addr(leader), "bench-0", 0).await.unwrap();
+    // Sends still in flight when the window closed commit too, so the room may hold more.
+    assert!(room.len() as u64 >= counted, "{} < {counted}", room.len());
+}

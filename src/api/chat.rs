@@ -34,6 +34,10 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Per-stream buffer of outgoing messages (bounded; a slow client slows only its own stream).
 const STREAM_BUFFER: usize = 256;
+/// Sends in flight on one `SendStream` call. Past it the handler stops reading the call's
+/// requests, so HTTP/2 flow control pushes back on the client: the bound on the memory and
+/// driver work one call can hold.
+pub const SEND_STREAM_MAX_IN_FLIGHT: usize = 1024;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -279,6 +283,72 @@ fn submit_budget<T>(r: &Request<T>) -> Duration {
     }
 }
 
+/// One send of a `SendStream` call, answered as its response.
+async fn tagged_send(api: ChatApi, r: pb::SendStreamRequest, fwd: bool) -> pb::SendStreamResponse {
+    let result = match r.send {
+        Some(send) => api.send(send, fwd, SUBMIT_DEADLINE).await,
+        None => Err(Status::invalid_argument("SendStreamRequest without a send")),
+    };
+    match result {
+        Ok(m) => pb::SendStreamResponse {
+            tag: r.tag,
+            message: Some(m),
+            error: None,
+        },
+        Err(st) => pb::SendStreamResponse {
+            tag: r.tag,
+            message: None,
+            error: Some(pb::SendError {
+                code: st.code() as i32,
+                message: st.message().to_string(),
+            }),
+        },
+    }
+}
+
+/// The body of a `SendStream` call: reads sends while fewer than
+/// [`SEND_STREAM_MAX_IN_FLIGHT`] are pending, commits them concurrently (one task for the whole
+/// call: the driver's replies wake it once for a batch), and writes each answer as it comes.
+/// Ends when the client closes its side and every answer is out, when the client goes away, or
+/// when the node drains.
+async fn pipeline_sends(
+    api: ChatApi,
+    mut inbound: Streaming<pb::SendStreamRequest>,
+    tx: mpsc::Sender<Result<pb::SendStreamResponse, Status>>,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    fwd: bool,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut pending = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        if !reading && pending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(resp) = pending.next(), if !pending.is_empty() => {
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+            m = inbound.message(), if reading && pending.len() < SEND_STREAM_MAX_IN_FLIGHT => {
+                match m {
+                    Ok(Some(r)) => pending.push(tagged_send(api.clone(), r, fwd)),
+                    // The client is done sending; answer what is pending.
+                    Ok(None) => reading = false,
+                    // The client went away (or sent garbage): nobody to answer.
+                    Err(_) => return,
+                }
+            }
+            // (The guard `wait_for` returns must not live in select's output.)
+            () = async { let _ = draining.wait_for(|&d| d).await; } => break,
+        }
+    }
+    let _ = tx
+        .send(Err(Status::unavailable("node is shutting down")))
+        .await;
+}
+
 #[tonic::async_trait]
 impl pb::chat_service_server::ChatService for ChatApi {
     async fn send_message(
@@ -332,6 +402,20 @@ impl pb::chat_service_server::ChatService for ChatApi {
             messages: msgs.iter().map(pb::Message::from).collect(),
             next_page_token,
         }))
+    }
+
+    type SendStreamStream = BoxStream<pb::SendStreamResponse>;
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<pb::SendStreamRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let fwd = forwarded(&request);
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let draining = self.node.shared().draining.subscribe();
+        tokio::spawn(pipeline_sends(self.clone(), inbound, tx, draining, fwd));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type SubscribeStream = BoxStream<pb::Message>;

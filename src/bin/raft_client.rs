@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use rustyraft::bench::{self, FanoutConfig, LoadConfig, Target};
+use rustyraft::bench::{self, Api, FanoutConfig, LoadConfig, Target};
 use rustyraft::client::{self, Client};
 use rustyraft::client::{MembershipCall, MembershipReply};
 use rustyraft::node::{JoinConfig, NodeConfig};
@@ -160,6 +160,10 @@ struct BenchArgs {
     /// Send to the leader only, or spread over every address (followers forward).
     #[arg(long, value_enum, default_value_t = Target::Leader)]
     target: Target,
+    /// How to send: pipelined on one `SendStream` call per connection (what a busy client
+    /// should use), or one `SendMessage` call per send.
+    #[arg(long, value_enum, default_value_t = Api::Stream)]
+    api: Api,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -465,7 +469,7 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     if let Err(e) = cfg.validate() {
         usage_error(&e.to_string());
     }
-    let r = bench::run_rustyraft(&bench::split_addrs(&a.addr), a.target, &cfg).await?;
+    let r = bench::run_rustyraft(&bench::split_addrs(&a.addr), a.target, a.api, &cfg).await?;
     if a.json {
         println!("{}", r.json());
     } else {
@@ -493,6 +497,12 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
     println!("{}", r.text());
     Ok(())
 }
+
+/// mimalloc instead of the system allocator: the request path allocates per call (HTTP/2
+/// frames, tonic's per-request state), and glibc's malloc was a quarter of the leader's CPU in
+/// the profile at 256 clients (`docs/benchmarks.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
