@@ -498,12 +498,6 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// mimalloc instead of the system allocator: the request path allocates per call (HTTP/2
-/// frames, tonic's per-request state), and glibc's malloc was a quarter of the leader's CPU in
-/// the profile at 256 clients (`docs/benchmarks.md`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

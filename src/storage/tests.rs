@@ -28,8 +28,12 @@ fn conf() -> ConfState {
     ConfState::with_voters([1, 2, 3])
 }
 
+/// Storage in `dir` with 64 KiB segments: room for every log these tests write in one
+/// segment, and a preallocated tail small enough to copy hundreds of times.
 fn open(dir: &Path) -> Result<DiskStorage, DiskError> {
-    DiskStorage::open(DiskConfig::new(dir), conf())
+    let mut cfg = DiskConfig::new(dir);
+    cfg.segment_size = 64 << 10;
+    DiskStorage::open(cfg, conf())
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -73,7 +77,11 @@ fn crash_cut_at_every_byte_of_the_last_records_recovers_exactly_the_whole_record
     let src = tmp.path().join("src");
     let (entries, ends) = write_log(&src, 30);
     let seg = segments(&src).pop().unwrap();
-    assert_eq!(fs::metadata(&seg).unwrap().len(), *ends.last().unwrap());
+    // The active segment is preallocated: the records, then zeros.
+    let bytes = fs::read(&seg).unwrap();
+    let end = *ends.last().unwrap() as usize;
+    assert!(bytes.len() > end, "the active segment is preallocated");
+    assert!(bytes[end..].iter().all(|&b| b == 0));
     let from = ends[ends.len() - 5];
     for cut in from..=*ends.last().unwrap() {
         let dir = tmp.path().join(format!("cut{cut}"));
@@ -165,7 +173,10 @@ fn a_zeroed_tail_is_a_torn_write() {
         s.entries(1, r as u64 + 1, None).unwrap(),
         entries[..r].to_vec()
     );
-    assert_eq!(fs::metadata(&seg).unwrap().len(), ends[r - 1]);
+    // The torn bytes are gone: after the last whole record, only zeros (preallocation).
+    let after = fs::read(&seg).unwrap();
+    assert_eq!(after[..ends[r - 1] as usize], bytes[..ends[r - 1] as usize]);
+    assert!(after[ends[r - 1] as usize..].iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -219,8 +230,15 @@ fn segments_rotate_and_damage_in_a_sealed_segment_is_corruption() {
 #[test]
 fn a_torn_new_segment_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, _) = write_log(tmp.path(), 10);
-    // A rotation created the next segment but its header never reached the disk.
+    let (_, ends) = write_log(tmp.path(), 10);
+    // A rotation cut the active segment to its last record (durably), then created the next
+    // segment, but the new one's header never reached the disk.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segments(tmp.path())[0])
+        .unwrap()
+        .set_len(*ends.last().unwrap())
+        .unwrap();
     let torn = tmp.path().join(format!("wal-{:020}.seg", 11));
     fs::write(&torn, [b'R', b'R', b'W']).unwrap();
     let mut s = open(tmp.path()).unwrap();
@@ -305,4 +323,42 @@ fn a_damaged_hard_state_or_snapshot_refuses_to_open() {
         open(tmp.path()),
         Err(DiskError::Inconsistent { .. })
     ));
+}
+
+#[test]
+fn sealed_segments_end_at_their_last_record_and_the_active_one_is_preallocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = DiskConfig::new(tmp.path());
+    cfg.segment_size = 2000;
+    let mut s = DiskStorage::open(cfg.clone(), conf()).unwrap();
+    for i in 1..=60 {
+        s.append(&[ent(i, 1)]).unwrap();
+        s.sync().unwrap();
+    }
+    drop(s);
+    let segs = segments(tmp.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    let mut next = 1;
+    for (k, seg) in segs.iter().enumerate() {
+        let bytes = fs::read(seg).unwrap();
+        let mut off = SEGMENT_HEADER_LEN;
+        while let Ok((e, n)) = codec::decode_record(&bytes[off..]) {
+            assert_eq!(e.index, next);
+            next += 1;
+            off += n;
+        }
+        if k + 1 < segs.len() {
+            assert_eq!(off, bytes.len(), "sealed {seg:?} ends at its last record");
+        } else {
+            assert_eq!(
+                bytes.len() as u64,
+                cfg.segment_size,
+                "the active one is preallocated"
+            );
+            assert!(bytes[off..].iter().all(|&b| b == 0));
+        }
+    }
+    assert_eq!(next, 61);
+    let s = DiskStorage::open(cfg, conf()).unwrap();
+    assert_eq!(s.last_index().unwrap(), 60);
 }

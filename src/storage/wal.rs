@@ -108,6 +108,31 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 /// the file ends inside it, or everything from it on is zeros, or a whole sector (or the last,
 /// partial one) overlapping it reads as zeros. This is the torn-write test etcd uses; anything
 /// else is corruption.
+/// Reserves the active segment's blocks up to `size` (fallocate, which extends the file with
+/// zeros). An append into reserved blocks leaves the file's size and block map alone, so its
+/// fdatasync has no metadata to journal: measured on this VM's ext4, 0.12 ms per fdatasync
+/// against 0.19 ms when every append grows the file, and the commit path waits for one on the
+/// leader and one on a follower. Recovery already reads zeros after the last record as the end
+/// of the log (a torn or preallocated tail); sealed segments are cut to their last record
+/// before the next one exists. Best effort: a file system without fallocate just grows the
+/// file as before.
+fn preallocate(file: &File, size: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = libc::off_t::try_from(size) else {
+            return;
+        };
+        // SAFETY: fallocate takes a descriptor this `File` owns and plain integers.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "WAL preallocation failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, size);
+}
+
 fn is_torn(bytes: &[u8], off: usize, err: &DecodeError) -> bool {
     if matches!(err, DecodeError::Incomplete { .. }) {
         return true;
@@ -236,6 +261,11 @@ impl Wal {
                         off += n;
                         index += 1;
                     }
+                    Err(_) if last && bytes[off..].iter().all(|&b| b == 0) => {
+                        // The preallocated rest of the active segment (or a tail whose
+                        // sectors never made it, which reads the same): the log ends here.
+                        break;
+                    }
                     Err(err) if last && is_torn(&bytes, off, &err) => {
                         warn!(
                             file = %path.display(),
@@ -262,6 +292,9 @@ impl Wal {
             if off < bytes.len() {
                 file.set_len(off as u64).at(&path)?;
                 wal.sync.data(&file, &path)?;
+            }
+            if last {
+                preallocate(&file, wal.opts.segment_size);
             }
             expected = Some(index);
             wal.segments.push_back(Segment {
@@ -466,6 +499,7 @@ impl Wal {
         seg.file.set_len(loc.offset).at(&seg.path)?;
         seg.len = loc.offset;
         self.sync.data(&seg.file, &seg.path)?;
+        preallocate(&seg.file, self.opts.segment_size);
         self.unsynced = false;
         self.locs.truncate(pos as usize);
         let next = self.next_index();
@@ -552,12 +586,13 @@ impl Wal {
         Ok(())
     }
 
-    /// Seals the active segment (fdatasync) and starts a new one at `first_index`.
+    /// Seals the active segment (cut to its last record, fdatasync) and starts a new one at
+    /// `first_index`. The cut is durable before the new segment exists, so every segment but
+    /// the last ends exactly at a record: zeros anywhere else are corruption, never a tail.
     fn rotate(&mut self, first_index: u64) -> Result<(), DiskError> {
-        if self.unsynced {
-            if let Some(s) = self.segments.back() {
-                self.sync.data(&s.file, &s.path)?;
-            }
+        if let Some(s) = self.segments.back() {
+            s.file.set_len(s.len).at(&s.path)?;
+            self.sync.data(&s.file, &s.path)?;
         }
         let path = self.dir.join(segment_name(first_index));
         let file = OpenOptions::new()
@@ -569,6 +604,7 @@ impl Wal {
             .at(&path)?;
         let header = codec::encode_segment_header(first_index);
         file.write_all_at(&header, 0).at(&path)?;
+        preallocate(&file, self.opts.segment_size);
         self.sync.wrote(header.len());
         self.segments.push_back(Segment {
             seq: self.next_seq,
