@@ -482,6 +482,36 @@ async fn grpcurl_works_through_reflection() {
     ]);
     let out = String::from_utf8_lossy(&sub.stdout).to_string();
     assert!(out.contains("hi from grpcurl"), "subscribe printed: {out}");
+    // SendStream with two sends on stdin, as the README shows it.
+    let mut child = Command::new("grpcurl")
+        .args(["-plaintext", "-d", "@", &addr])
+        .arg("rustyraft.v1.ChatService/SendStream")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(
+                br#"{"tag": 1, "send": {"room": "general", "author": "ada", "text": "one"}}
+{"tag": 2, "send": {"room": "general", "author": "ada", "text": "two"}}
+"#,
+            )
+            .unwrap();
+    }
+    let streamed = child.wait_with_output().unwrap();
+    assert!(streamed.status.success());
+    let out = String::from_utf8_lossy(&streamed.stdout).to_string();
+    for want in [
+        r#""tag": "1""#,
+        r#""tag": "2""#,
+        r#""text": "one""#,
+        r#""text": "two""#,
+    ] {
+        assert!(out.contains(want), "SendStream printed: {out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
