@@ -104,10 +104,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// True when the bad record at `off` is explained by a write that never reached the disk:
-/// the file ends inside it, or everything from it on is zeros, or a whole sector (or the last,
-/// partial one) overlapping it reads as zeros. This is the torn-write test etcd uses; anything
-/// else is corruption.
 /// Reserves the active segment's blocks up to `size` (fallocate, which extends the file with
 /// zeros). An append into reserved blocks leaves the file's size and block map alone, so its
 /// fdatasync has no metadata to journal: measured on this VM's ext4, 0.12 ms per fdatasync
@@ -133,6 +129,10 @@ fn preallocate(file: &File, size: u64) {
     let _ = (file, size);
 }
 
+/// True when the bad record at `off` is explained by a write that never reached the disk:
+/// the file ends inside it, or everything from it on is zeros, or a whole sector (or the last,
+/// partial one) overlapping it reads as zeros. This is the torn-write test etcd uses; anything
+/// else is corruption.
 fn is_torn(bytes: &[u8], off: usize, err: &DecodeError) -> bool {
     if matches!(err, DecodeError::Incomplete { .. }) {
         return true;
@@ -261,19 +261,19 @@ impl Wal {
                         off += n;
                         index += 1;
                     }
-                    Err(_) if last && bytes[off..].iter().all(|&b| b == 0) => {
-                        // The preallocated rest of the active segment (or a tail whose
-                        // sectors never made it, which reads the same): the log ends here.
-                        break;
-                    }
                     Err(err) if last && is_torn(&bytes, off, &err) => {
-                        warn!(
-                            file = %path.display(),
-                            offset = off,
-                            dropped_bytes = bytes.len() - off,
-                            error = %err,
-                            "truncating torn record at the tail of the WAL"
-                        );
+                        // Nothing but zeros is the preallocated rest of the active segment
+                        // (or sectors that never made it, which read the same): the log ends
+                        // here, as after every clean stop, so only other tails are reported.
+                        if bytes[off..].iter().any(|&b| b != 0) {
+                            warn!(
+                                file = %path.display(),
+                                offset = off,
+                                dropped_bytes = bytes.len() - off,
+                                error = %err,
+                                "truncating torn record at the tail of the WAL"
+                            );
+                        }
                         break;
                     }
                     Err(err) => {
