@@ -102,7 +102,7 @@ impl Client {
     fn follow_leader_hint(&mut self, st: &tonic::Status) -> bool {
         let hint = st
             .metadata()
-            .get(crate::api::LEADER_METADATA)
+            .get(pb::meta::LEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once('='))
             .map(|(_, a)| a.trim().to_string())
@@ -192,7 +192,9 @@ impl Client {
                     message: st.message().to_string(),
                 });
             }
-            if st.message().contains("outcome unknown") || st.code() != Code::Unavailable {
+            if pb::Reason::of(&st) == Some(pb::Reason::OutcomeUnknown)
+                || st.code() != Code::Unavailable
+            {
                 ambiguous = true;
             }
             if !self.follow_leader_hint(&st) {

@@ -29,5 +29,6 @@ pub mod launcher;
 pub mod node;
 pub mod pb;
 pub mod raft;
+pub mod server;
 pub mod storage;
 pub mod transport;

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, decode_room_token, decode_seq_token, encode_room_token};
 use super::follow::follow;
-use super::{chat_status, node_status, FORWARDED_METADATA};
+use super::{chat_status, node_status};
 use crate::chat::{validate_room, Applied, ChatMessage, Command};
 use crate::node::{NodeError, NodeHandle};
 use crate::pb;
@@ -89,7 +89,7 @@ impl ChatApi {
             let mut r = Request::new(t);
             r.set_timeout(FORWARD_TIMEOUT);
             r.metadata_mut()
-                .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+                .insert(pb::meta::FORWARDED, MetadataValue::from_static("1"));
             r
         }
         match cmd.clone() {
@@ -146,9 +146,12 @@ impl ChatApi {
             if self.node.role() == Role::Leader {
                 match self.node.propose(&cmd).await {
                     Ok(a) => return Ok(a),
-                    Err(e @ (NodeError::NotLeader { .. } | NodeError::Unavailable(_))) => {
-                        last = node_status(e)
-                    }
+                    Err(
+                        e @ (NodeError::NotLeader { .. }
+                        | NodeError::Unavailable(_)
+                        | NodeError::OutcomeUnknown(_)
+                        | NodeError::Overloaded(_)),
+                    ) => last = node_status(e),
                     Err(e) => return Err(node_status(e)),
                 }
             } else if forwarded {
@@ -255,7 +258,7 @@ fn page_limit(limit: u32) -> usize {
 }
 
 fn forwarded<T>(r: &Request<T>) -> bool {
-    r.metadata().contains_key(FORWARDED_METADATA)
+    r.metadata().contains_key(pb::meta::FORWARDED)
 }
 
 /// The client's deadline (`grpc-timeout` header), if it sent one, so that retries inside the
@@ -327,7 +330,7 @@ async fn pipeline_sends(
     api: ChatApi,
     mut inbound: Streaming<pb::SendStreamRequest>,
     tx: mpsc::Sender<Result<pb::SendStreamResponse, Status>>,
-    mut draining: tokio::sync::watch::Receiver<bool>,
+    draining: tokio_util::sync::CancellationToken,
     fwd: bool,
 ) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -352,8 +355,7 @@ async fn pipeline_sends(
                     Err(_) => return,
                 }
             }
-            // (The guard `wait_for` returns must not live in select's output.)
-            () = async { let _ = draining.wait_for(|&d| d).await; } => break,
+            () = draining.cancelled() => break,
         }
     }
     let _ = tx
@@ -386,18 +388,14 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         let limit = page_limit(r.limit);
         self.read_barrier(r.consistency, r.min_index).await?;
-        let (msgs, room_len) = {
-            let sm = self
-                .node
-                .shared()
-                .sm
-                .read()
-                .map_err(|_| Status::internal("state machine lock poisoned"))?;
-            let msgs = sm
-                .history(&r.room, from, limit, r.reverse)
-                .map_err(chat_status)?;
-            (msgs, sm.room_len(&r.room).unwrap_or(0))
-        };
+        let (msgs, room_len) = self
+            .node
+            .read(|sm| {
+                let msgs = sm.history(&r.room, from, limit, r.reverse)?;
+                Ok((msgs, sm.room_len(&r.room).unwrap_or(0)))
+            })
+            .map_err(node_status)?
+            .map_err(chat_status)?;
         let next_page_token = match msgs.last() {
             Some(last) if msgs.len() == limit => {
                 if r.reverse && last.seq > 1 {
@@ -425,8 +423,9 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let fwd = forwarded(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let draining = self.node.shared().draining.subscribe();
-        tokio::spawn(pipeline_sends(self.clone(), inbound, tx, draining, fwd));
+        let draining = self.node.draining();
+        self.node
+            .spawn(pipeline_sends(self.clone(), inbound, tx, draining, fwd));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -439,7 +438,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let r = request.into_inner();
         validate_room(&r.room).map_err(chat_status)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(follow(self.node.clone(), r.room, r.from_seq, tx, |m| m));
+        self.node
+            .spawn(follow(self.node.clone(), r.room, r.from_seq, tx, |m| m));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -457,18 +457,14 @@ impl pb::chat_service_server::ChatService for ChatApi {
         validate_room(&first.room).map_err(chat_status)?;
         let room = first.room.clone();
         let start = if first.from_seq == 0 {
-            let sm = self
-                .node
-                .shared()
-                .sm
-                .read()
-                .map_err(|_| Status::internal("state machine lock poisoned"))?;
-            sm.room_len(&room).unwrap_or(0) + 1
+            self.node
+                .read(|sm| sm.room_len(&room).unwrap_or(0) + 1)
+                .map_err(node_status)?
         } else {
             first.from_seq
         };
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(follow(
+        self.node.spawn(follow(
             self.node.clone(),
             room.clone(),
             start,
@@ -478,8 +474,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
             },
         ));
         let api = self.clone();
-        let mut draining = self.node.shared().draining.subscribe();
-        tokio::spawn(async move {
+        let draining = self.node.draining();
+        self.node.spawn(async move {
             let mut pending = Some(first);
             loop {
                 let r = match pending.take() {
@@ -490,7 +486,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
                             // Client closed its side or went away: a normal end.
                             _ => return,
                         },
-                        _ = draining.wait_for(|&d| d) => return,
+                        _ = draining.cancelled() => return,
                     },
                 };
                 if r.text.is_empty() {
@@ -535,18 +531,15 @@ impl pb::chat_service_server::ChatService for ChatApi {
             Some(decode_room_token(&r.page_token)?)
         };
         let limit = page_limit(r.limit);
-        let (rooms, more) = {
-            let sm = self
-                .node
-                .shared()
-                .sm
-                .read()
-                .map_err(|_| Status::internal("state machine lock poisoned"))?;
-            let mut rooms = sm.list_rooms(after.as_deref(), limit + 1);
-            let more = rooms.len() > limit;
-            rooms.truncate(limit);
-            (rooms, more)
-        };
+        let (rooms, more) = self
+            .node
+            .read(|sm| {
+                let mut rooms = sm.list_rooms(after.as_deref(), limit + 1);
+                let more = rooms.len() > limit;
+                rooms.truncate(limit);
+                (rooms, more)
+            })
+            .map_err(node_status)?;
         let next_page_token = match rooms.last() {
             Some(last) if more => encode_room_token(&last.name),
             _ => String::new(),

@@ -16,12 +16,10 @@ use crate::pb;
 const CATCH_UP_BATCH: usize = 256;
 
 fn read_batch(node: &NodeHandle, room: &str, from: u64) -> Result<Vec<Arc<ChatMessage>>, Status> {
-    let sm = node
-        .shared()
-        .sm
-        .read()
-        .map_err(|_| Status::internal("state machine lock poisoned"))?;
-    match sm.history(room, from, CATCH_UP_BATCH, false) {
+    let read = node
+        .read(|sm| sm.history(room, from, CATCH_UP_BATCH, false))
+        .map_err(super::node_status)?;
+    match read {
         Ok(v) => Ok(v),
         // The room may not exist yet: following it waits for its first message.
         Err(ChatError::RoomNotFound(_)) => Ok(Vec::new()),
@@ -37,12 +35,12 @@ pub async fn follow<T>(
     tx: mpsc::Sender<Result<T, Status>>,
     wrap: impl Fn(pb::Message) -> T,
 ) {
-    let mut draining = node.shared().draining.subscribe();
+    let draining = node.draining();
     next = next.max(1);
     'resync: loop {
         // Subscribe before reading, so nothing applied in between is missed; duplicates are
         // filtered by seq below.
-        let mut rx = node.shared().events.subscribe();
+        let mut rx = node.subscribe_events();
         loop {
             let batch = match read_batch(&node, &room, next) {
                 Ok(b) => b,
@@ -64,7 +62,7 @@ pub async fn follow<T>(
         }
         loop {
             let m = tokio::select! {
-                _ = draining.wait_for(|&s| s) => {
+                _ = draining.cancelled() => {
                     let _ = tx.try_send(Err(Status::unavailable("node is shutting down")));
                     return;
                 }
@@ -110,9 +108,7 @@ mod tests {
         cfg.election_ticks = 2;
         let store = MemStorage::new_with_conf(ConfState::with_voters([1]));
         let (node, _inbound, task) = Driver::start_with(cfg, store).unwrap();
-        node.shared()
-            .status
-            .subscribe()
+        node.subscribe_status()
             .wait_for(|s| s.role == Role::Leader)
             .await
             .unwrap();
@@ -144,7 +140,7 @@ mod tests {
             seqs.push(m.seq);
         }
         assert_eq!(seqs, (1..=want).collect::<Vec<_>>());
-        node.shared().shutdown.send(true).unwrap();
+        node.stop();
         task.await.unwrap().unwrap();
     }
 }

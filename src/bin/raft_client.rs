@@ -406,7 +406,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
     cfg.max_text_bytes = a.max_message_bytes;
-    rustyraft::api::run(cfg, rustyraft::api::shutdown_signal()).await?;
+    rustyraft::server::run(cfg, rustyraft::server::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -163,7 +163,7 @@ async fn run(cli: Cli) -> i32 {
     );
     let report = tokio::select! {
         r = chaos::run(&mut c, &cfg) => Some(r),
-        _ = rustyraft::api::shutdown_signal() => None,
+        _ = rustyraft::server::shutdown_signal() => None,
     };
     c.shutdown(Duration::from_secs(10)).await;
     let Some(report) = report else {

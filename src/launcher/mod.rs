@@ -141,7 +141,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
             }
         }
     });
-    let mut shutdown = std::pin::pin!(crate::api::shutdown_signal());
+    let mut shutdown = std::pin::pin!(crate::server::shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_key = String::new();
     let mut stdin_open = true;

@@ -17,9 +17,10 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::handle::{Lifecycle, Request, Shared};
 use super::{
-    open_storage, NodeConfig, NodeError, NodeHandle, NodeStatus, NodeStorage, PeerStatus, Request,
-    Shared, EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE,
+    open_storage, NodeConfig, NodeError, NodeHandle, NodeStatus, NodeStorage, PeerStatus,
+    EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE,
 };
 use crate::chat::{Applied, ChatState};
 use crate::raft::{
@@ -96,6 +97,7 @@ pub struct Driver<S: LogStore + Send + 'static> {
     cfg: Arc<NodeConfig>,
     raft: Raft<S>,
     shared: Arc<Shared>,
+    life: Lifecycle,
     transport: Transport,
     inbound: mpsc::Receiver<Message>,
     requests: mpsc::Receiver<Request>,
@@ -177,14 +179,15 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         drop(snap);
         release_free_memory();
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let life = Lifecycle::new();
         let transport = Transport::start(
             cfg.id,
             &cfg.cluster_id,
             cfg.cluster_token.as_deref(),
             &BTreeMap::new(),
             &cfg.routes,
-            shutdown_rx,
+            life.stop.child_token(),
+            life.tasks.clone(),
         )
         .map_err(|e| NodeError::Config(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
@@ -198,8 +201,6 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             ))
             .0,
             events,
-            shutdown: shutdown_tx,
-            draining: watch::channel(false).0,
         });
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -209,6 +210,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             cfg: cfg.clone(),
             raft,
             shared: shared.clone(),
+            life: life.clone(),
             transport,
             inbound: in_rx,
             requests: req_rx,
@@ -234,11 +236,12 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         // The API reads the membership from storage in the status before the first tick (to
         // know whether `--join` has anything to do).
         driver.publish_status();
-        let task = tokio::spawn(driver.run());
+        let task = life.tasks.spawn(driver.run());
         let handle = NodeHandle {
             requests: req_tx,
             shared,
             config: cfg,
+            life,
         };
         Ok((handle, in_tx, task))
     }
@@ -246,12 +249,12 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     async fn run(mut self) -> Result<(), NodeError> {
         let mut ticker = tokio::time::interval(self.cfg.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut shutdown = self.shared.shutdown.subscribe();
+        let stop = self.life.stop.clone();
         let mut ticks: u64 = 0;
         tracing::info!(id = self.cfg.id, addr = %self.cfg.addr, "node started");
         let result = loop {
             let step = tokio::select! {
-                _ = shutdown.wait_for(|&s| s) => break Ok(()),
+                _ = stop.cancelled() => break Ok(()),
                 _ = ticker.tick() => {
                     ticks += 1;
                     if ticks.is_multiple_of(20) {
@@ -281,8 +284,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             tracing::error!(error = %e, "final sync failed");
         }
         self.fail_all(|| NodeError::Stopped);
-        let _ = self.shared.draining.send(true);
-        let _ = self.shared.shutdown.send(true);
+        self.life.draining.cancel();
+        self.life.stop.cancel();
         match &result {
             Ok(()) => tracing::info!(id = self.cfg.id, "node stopped"),
             Err(e) => {
@@ -377,9 +380,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         }
         for (_, w) in std::mem::take(&mut self.conf_waiters) {
             let _ = w.reply.send(Err(match err() {
-                NodeError::NotLeader { .. } => NodeError::Unavailable(
-                    "leadership was lost before the membership change committed: outcome \
-                     unknown; check Status and retry"
+                NodeError::NotLeader { .. } => NodeError::OutcomeUnknown(
+                    "leadership was lost before the membership change committed; check Status \
+                     and retry"
                         .into(),
                 ),
                 other => other,
@@ -465,7 +468,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .shared
                 .sm
                 .write()
-                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+                .map_err(|_| NodeError::Internal("state machine lock poisoned".into()))?;
             sm.restore(data)?;
         }
         self.snapshot_index = index;
@@ -477,8 +480,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let stale: Vec<u64> = self.proposals.range(..=index).map(|(i, _)| *i).collect();
         for i in stale {
             if let Some((_, reply)) = self.proposals.remove(&i) {
-                let _ = reply.send(Err(NodeError::Unavailable(
-                    "outcome unknown (state replaced by a snapshot); retry".into(),
+                let _ = reply.send(Err(NodeError::OutcomeUnknown(
+                    "state replaced by a snapshot; retry".into(),
                 )));
             }
         }
@@ -497,7 +500,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .shared
                 .sm
                 .write()
-                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+                .map_err(|_| NodeError::Internal("state machine lock poisoned".into()))?;
             for e in entries {
                 let outcome = match e.kind {
                     EntryKind::Normal => sm.apply(e.index, e.term, &e.data),
@@ -587,7 +590,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .shared
                 .sm
                 .read()
-                .map_err(|_| NodeError::Io("state machine lock poisoned".into()))?;
+                .map_err(|_| NodeError::Internal("state machine lock poisoned".into()))?;
             if sm.applied() != applied {
                 return Err(NodeError::Unavailable(format!(
                     "state machine at {} but raft applied {applied}",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::chat::{Applied, Command};
 use crate::raft::{
     ConfState, Entry, HardState, LogStore, MemStorage, RaftState, Snapshot, Storage,
 };
@@ -85,7 +86,7 @@ fn send(i: usize) -> Command {
 }
 
 async fn wait_leader(node: &NodeHandle) {
-    let mut rx = node.shared().status.subscribe();
+    let mut rx = node.subscribe_status();
     rx.wait_for(|s| s.role == crate::raft::Role::Leader)
         .await
         .unwrap();
@@ -117,7 +118,7 @@ async fn proposals_in_a_burst_share_fsyncs_and_apply_in_order() {
     eprintln!("group commit: {used} syncs for {n} proposals");
     // Group commit: far fewer fsyncs than proposals.
     assert!(used < n as u64 / 4, "{used} syncs for {n} proposals");
-    node.shared().shutdown.send(true).unwrap();
+    node.stop();
     task.await.unwrap().unwrap();
 }
 
@@ -135,7 +136,7 @@ async fn compaction_keeps_state_and_reads_are_linearizable() {
         .unwrap();
     assert!(idx >= 26);
     assert!(node.status().snapshot_index >= 20);
-    assert_eq!(node.shared().sm.read().unwrap().room_len("r"), Some(25));
+    assert_eq!(node.read(|sm| sm.room_len("r")).unwrap(), Some(25));
     // A retry after compaction is still deduplicated (the table is part of the state).
     match node.propose(&send(3)).await.unwrap() {
         Applied::Sent { message, duplicate } => {
@@ -144,7 +145,7 @@ async fn compaction_keeps_state_and_reads_are_linearizable() {
         }
         other => panic!("{other:?}"),
     }
-    node.shared().shutdown.send(true).unwrap();
+    node.stop();
     task.await.unwrap().unwrap();
 }
 

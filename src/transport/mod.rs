@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::pb;
@@ -76,13 +78,16 @@ pub struct Transport {
     routes: BTreeMap<NodeId, String>,
     /// One outbox per peer, with the address its task dials.
     outboxes: BTreeMap<NodeId, (String, mpsc::Sender<Message>)>,
-    shutdown: watch::Receiver<bool>,
+    /// Cancelled when the node stops: every peer task ends.
+    shutdown: CancellationToken,
+    /// The node's task tracker: peer tasks and their stream calls are joined on shutdown.
+    tasks: TaskTracker,
     stats: Arc<TransportStats>,
 }
 
 impl Transport {
-    /// Starts one client task per peer (every entry of `peers` except `self_id`). Tasks stop
-    /// when `shutdown` turns true, or when their peer is removed. `routes` override where a
+    /// Starts one client task per peer (every entry of `peers` except `self_id`), spawned on
+    /// `tasks`. Tasks stop when `shutdown` is cancelled, or when their peer is removed. `routes` override where a
     /// peer is dialled (`--route`), now and after every [`Transport::set_peers`].
     pub fn start(
         self_id: NodeId,
@@ -90,7 +95,8 @@ impl Transport {
         token: Option<&str>,
         peers: &BTreeMap<NodeId, String>,
         routes: &BTreeMap<NodeId, String>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Transport, TransportError> {
         let token = match token {
             Some(t) => Some(
@@ -106,6 +112,7 @@ impl Transport {
             routes: routes.clone(),
             outboxes: BTreeMap::new(),
             shutdown,
+            tasks,
             stats: Arc::new(TransportStats::default()),
         };
         if let Some(e) = t.set_peers(peers).into_iter().next() {
@@ -176,9 +183,10 @@ impl Transport {
             token: self.token.clone(),
             stats: self.stats.clone(),
             shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
             stream: None,
         };
-        tokio::spawn(peer.run());
+        self.tasks.spawn(peer.run());
         Ok(tx)
     }
 
@@ -211,7 +219,8 @@ struct PeerTask {
     rx: mpsc::Receiver<Message>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     stats: Arc<TransportStats>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
     /// The open `Stream` call: where its messages go, and the call itself (which ends only on
     /// an error or when the sender is dropped).
     stream: Option<(mpsc::Sender<pb::PeerMessage>, StreamCall)>,
@@ -241,7 +250,7 @@ impl PeerTask {
                         Some(m) => m,
                         None => return,
                     },
-                    _ = self.shutdown.changed() => return,
+                    _ = self.shutdown.cancelled() => return,
                 },
             };
             // Appends that queued up while the stream was busy travel as one message.
@@ -256,10 +265,10 @@ impl PeerTask {
                 }
             }
             let out = codec::to_outbound(&self.cluster_id, &m);
-            let mut shutdown = self.shutdown.clone();
+            let shutdown = self.shutdown.clone();
             let sent = tokio::select! {
                 r = self.send(out) => r,
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
             };
             match sent {
                 Ok(()) => backoff = BACKOFF_MIN,
@@ -277,8 +286,8 @@ impl PeerTask {
                     held = None;
                     while self.rx.try_recv().is_ok() {}
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.shutdown.changed() => return,
+                        _ = tokio::time::sleep(jittered(backoff)) => {}
+                        _ = self.shutdown.cancelled() => return,
                     }
                     while self.rx.try_recv().is_ok() {}
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -312,7 +321,9 @@ impl PeerTask {
             // No deadline: the call lives as long as the connection. A dead peer is noticed by
             // the HTTP/2 keep-alive, which fails the call and so the next send.
             let r = request(tokio_stream::wrappers::ReceiverStream::new(rx), &self.token);
-            let call = tokio::spawn(async move { client.stream(r).await.map(|_| ()) });
+            let call = self
+                .tasks
+                .spawn(async move { client.stream(r).await.map(|_| ()) });
             (tx, call)
         });
         match tokio::time::timeout(STREAM_STALL, tx.send(msg)).await {
@@ -332,6 +343,22 @@ impl PeerTask {
             Err(e) => Err(tonic::Status::internal(format!("peer stream task: {e}"))),
         }
     }
+}
+
+impl Drop for PeerTask {
+    /// The stream call ends with its peer task: a call to a partitioned peer could otherwise
+    /// linger until the HTTP/2 keep-alive notices, and hold up the node's shutdown.
+    fn drop(&mut self) {
+        if let Some((_, call)) = self.stream.take() {
+            call.abort();
+        }
+    }
+}
+
+/// A reconnect pause drawn from `[backoff / 2, backoff)`: the links of a node that restarts
+/// (or of every node, after a partition heals) then do not all redial in lockstep.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// Cap on the entry bytes of a coalesced AppendEntries (the receiver decodes up to 8 MiB).
@@ -516,14 +543,23 @@ mod tests {
 
     #[tokio::test]
     async fn peers_follow_the_membership_and_routes_override_addresses() {
-        let (_stop, shutdown) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let routes = BTreeMap::from([(3, "127.0.0.1:9003".to_string())]);
         let start = BTreeMap::from([
             (1, "127.0.0.1:7001".to_string()),
             (2, "127.0.0.1:7002".to_string()),
             (3, "127.0.0.1:7003".to_string()),
         ]);
-        let mut t = Transport::start(1, "c", None, &start, &routes, shutdown).unwrap();
+        let mut t = Transport::start(
+            1,
+            "c",
+            None,
+            &start,
+            &routes,
+            shutdown.clone(),
+            TaskTracker::new(),
+        )
+        .unwrap();
         // Never a link to ourselves; node 3 is dialled at its route.
         assert_eq!(
             t.peers(),
@@ -608,22 +644,29 @@ mod stream_tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (in_tx, mut in_rx) = mpsc::channel(1024);
-        let (drain_tx, drain_rx) = watch::channel(false);
-        let svc = RaftService::new(2, "c".into(), in_tx, 1 << 20).with_draining(drain_rx);
-        let mut drained = drain_tx.subscribe();
+        let drain = CancellationToken::new();
+        let svc = RaftService::new(2, "c".into(), in_tx, 1 << 20).with_draining(drain.clone());
+        let drained = drain.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(pb::raft_server::RaftServer::new(svc))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async move {
-                        let _ = drained.wait_for(|&d| d).await;
-                    },
+                    drained.cancelled_owned(),
                 ),
         );
-        let (_stop, shutdown) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let peers = BTreeMap::from([(2, addr.to_string())]);
-        let t = Transport::start(1, "c", None, &peers, &BTreeMap::new(), shutdown).unwrap();
+        let t = Transport::start(
+            1,
+            "c",
+            None,
+            &peers,
+            &BTreeMap::new(),
+            shutdown.clone(),
+            TaskTracker::new(),
+        )
+        .unwrap();
         for term in 1..=200 {
             t.send(vec![vote(term, 2)]);
             if term % 50 == 0 {
@@ -641,7 +684,7 @@ mod stream_tests {
         assert_eq!(terms, (1..=200).collect::<Vec<_>>(), "in order, none lost");
         assert_eq!(t.stats().failed_calls.load(Ordering::Relaxed), 0);
         // The stream is still open; shutting the server down must not wait for it.
-        drain_tx.send_replace(true);
+        drain.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
             .expect("the server stops although a peer stream was open")
@@ -660,9 +703,18 @@ mod stream_tests {
                 .add_service(pb::raft_server::RaftServer::new(svc))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let (_stop, shutdown) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let peers = BTreeMap::from([(2, addr.to_string())]);
-        let t = Transport::start(1, "other", None, &peers, &BTreeMap::new(), shutdown).unwrap();
+        let t = Transport::start(
+            1,
+            "other",
+            None,
+            &peers,
+            &BTreeMap::new(),
+            shutdown.clone(),
+            TaskTracker::new(),
+        )
+        .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while t.stats().failed_calls.load(Ordering::Relaxed) == 0 {
             assert!(tokio::time::Instant::now() < deadline, "never refused");

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{self, Envelope};
@@ -21,9 +22,10 @@ pub struct RaftService {
     max_snapshot_bytes: u64,
     /// When set, every call must carry it in [`super::TOKEN_METADATA`].
     token: Option<String>,
-    /// Turns true when the node shuts down: open `Stream` calls then end, so the server's
-    /// graceful drain does not wait for peers that would stream forever.
-    draining: Option<watch::Receiver<bool>>,
+    /// Cancelled when the node shuts down: open `Stream` calls then end, so the server's
+    /// graceful drain does not wait for peers that would stream forever. A fresh token (never
+    /// cancelled) when no drain is wired.
+    draining: CancellationToken,
 }
 
 impl RaftService {
@@ -41,13 +43,13 @@ impl RaftService {
             inbound,
             max_snapshot_bytes,
             token: None,
-            draining: None,
+            draining: CancellationToken::new(),
         }
     }
 
-    /// Ends open peer streams once `draining` turns true (see the field).
-    pub fn with_draining(mut self, draining: watch::Receiver<bool>) -> Self {
-        self.draining = Some(draining);
+    /// Ends open peer streams once `draining` is cancelled (see the field).
+    pub fn with_draining(mut self, draining: CancellationToken) -> Self {
+        self.draining = draining;
         self
     }
 
@@ -206,15 +208,7 @@ impl pb::raft_server::Raft for RaftService {
         use pb::peer_message::Body;
         self.authorize(&request)?;
         let mut stream = request.into_inner();
-        let mut draining = self.draining.clone();
-        let drained = async move {
-            match &mut draining {
-                Some(d) => {
-                    let _ = d.wait_for(|&d| d).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let drained = self.draining.clone().cancelled_owned();
         tokio::pin!(drained);
         loop {
             let m = tokio::select! {

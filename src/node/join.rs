@@ -1,9 +1,9 @@
 //! `raft_client run <id> <addr> --join A[,B...]`: a new node joins a running cluster.
 //!
-//! 1. Before the node starts, [`discover`] asks the targets for their Status: the cluster id
-//!    (so the data directory is stamped with the right one, and a node never joins a foreign
-//!    cluster) and the members' addresses (so the fresh node can answer the leader's first
-//!    messages before any configuration entry has reached it).
+//! 1. Before the node starts, [`prepare`] asks the targets for their Status ([`discover`]): the
+//!    cluster id (so the data directory is stamped with the right one, and a node never joins a
+//!    foreign cluster) and the members' addresses (so the fresh node can answer the leader's
+//!    first messages before any configuration entry has reached it).
 //! 2. The node starts with empty storage and no membership: it is nobody's voter, so it never
 //!    campaigns, and it serves its gRPC so the leader can replicate to it.
 //! 3. [`add_self`] calls `AddMember` for itself (as a voter unless `--learner`), following
@@ -15,10 +15,52 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use super::{JoinConfig, NodeConfig, NodeHandle};
 use crate::client::{Client, MembershipCall, MembershipReply};
-use crate::node::{JoinConfig, NodeHandle};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
+
+/// Learns what a joining node needs before it starts: the cluster id (from its own data
+/// directory on a restart, else from the cluster) and the members' addresses. Updates `cfg`.
+pub async fn prepare(cfg: &mut NodeConfig, j: &JoinConfig) -> Result<(), String> {
+    let discovered = match super::stored_cluster_id(&cfg.data_dir) {
+        Some(stored) => {
+            // A restart: the data directory says which cluster this is; asking the cluster is
+            // only a courtesy (it may be down), so it must not block or fail the start.
+            if let Some(want) = j.expect_cluster_id.as_ref().filter(|w| **w != stored) {
+                return Err(format!(
+                    "--cluster-id is {want:?} but {} belongs to cluster {stored:?}",
+                    cfg.data_dir.display()
+                ));
+            }
+            cfg.cluster_id = stored;
+            let quick = JoinConfig {
+                expect_cluster_id: Some(cfg.cluster_id.clone()),
+                ..j.clone()
+            };
+            tokio::time::timeout(Duration::from_secs(3), discover(&quick))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+        None => {
+            let s = discover(j).await?;
+            cfg.cluster_id = s.cluster_id.clone();
+            Some(s)
+        }
+    };
+    if let Some(s) = discovered {
+        tracing::info!(id = cfg.id, cluster_id = %s.cluster_id, leader = s.leader_id,
+            members = ?s.addresses, "found the cluster to join");
+        for (id, a) in s.addresses {
+            cfg.known_addrs.entry(id).or_insert(a);
+        }
+        if s.leader_id != 0 && !s.leader_addr.is_empty() {
+            cfg.known_addrs.entry(s.leader_id).or_insert(s.leader_addr);
+        }
+    }
+    Ok(())
+}
 
 /// How long discovery keeps asking the targets for their Status.
 pub const DISCOVER_DEADLINE: Duration = Duration::from_secs(30);
