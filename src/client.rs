@@ -595,6 +595,8 @@ pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(
         }
     }
     tail.abort();
+    // Joined, not left behind: the tail ends (aborted) before the command returns.
+    let _ = tail.await;
     Ok(())
 }
 

@@ -6,16 +6,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rustyraft::storage::codec;
+use rustyraft::storage::records;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((entry, used)) = codec::decode_record(data) {
+    if let Ok((entry, used)) = records::decode_record(data) {
         assert!(used <= data.len());
         let mut out = Vec::new();
-        codec::encode_record(&entry, &mut out).expect("a decoded record re-encodes");
+        records::encode_record(&entry, &mut out).expect("a decoded record re-encodes");
         assert_eq!(&out[..], &data[..used], "the encoding is canonical");
     }
-    let _ = codec::decode_segment_header(data);
-    let _ = codec::decode_hard_state(data);
-    let _ = codec::decode_snapshot(data);
+    let _ = records::decode_segment_header(data);
+    let _ = records::decode_hard_state(data);
+    let _ = records::decode_snapshot(data);
 });

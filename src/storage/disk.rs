@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::codec;
 use super::fsutil::{Counters, DiskError, IoContext, Syncer};
+use super::records;
 use super::snapshot::{self, SnapshotReceiver};
 use super::wal::{Wal, WalOptions};
 use crate::raft::{
@@ -209,7 +209,7 @@ impl DiskStorage {
 
         let hs_path = dir.join(HARD_STATE_FILE);
         let durable_hard_state = match fs::read(&hs_path) {
-            Ok(bytes) => codec::decode_hard_state(&bytes).map_err(|e| DiskError::Corrupt {
+            Ok(bytes) => records::decode_hard_state(&bytes).map_err(|e| DiskError::Corrupt {
                 file: hs_path.clone(),
                 offset: 0,
                 reason: e.to_string(),
@@ -335,7 +335,7 @@ impl DiskStorage {
 
     fn write_hard_state(&mut self) -> Result<(), DiskError> {
         if self.hard_state != self.durable_hard_state {
-            let bytes = codec::encode_hard_state(&self.hard_state);
+            let bytes = records::encode_hard_state(&self.hard_state);
             self.sync
                 .write_atomic(&self.cfg.dir, HARD_STATE_FILE, &bytes)?;
             self.durable_hard_state = self.hard_state;
@@ -381,13 +381,13 @@ impl DiskStorage {
         };
         let next = self.wal.next_index();
         // Refuse before changing anything, so a failed append leaves the log as it was.
-        let max = codec::MAX_RECORD_LEN as usize + codec::RECORD_HEADER_LEN;
-        if let Some(e) = entries.iter().find(|e| codec::record_len(e) > max) {
+        let max = records::MAX_RECORD_LEN as usize + records::RECORD_HEADER_LEN;
+        if let Some(e) = entries.iter().find(|e| records::record_len(e) > max) {
             return Err(DiskError::Invalid(format!(
                 "entry {} of {} bytes exceeds the {} byte record cap",
                 e.index,
                 e.data.len(),
-                codec::MAX_RECORD_LEN
+                records::MAX_RECORD_LEN
             )));
         }
         if first > next {

@@ -5,9 +5,9 @@
 //! every format here is checksummed and every replace is atomic (temp file, fsync, rename,
 //! fsync of the directory). See `docs/storage.md` for the layout and the recovery rules.
 
-pub mod codec;
 mod disk;
 mod fsutil;
+pub mod records;
 mod snapshot;
 mod wal;
 

@@ -1,4 +1,4 @@
-//! Snapshot files: `snap-<index>-<term>.snap`, each a whole [`codec::encode_snapshot`] image,
+//! Snapshot files: `snap-<index>-<term>.snap`, each a whole [`records::encode_snapshot`] image,
 //! written atomically. Only the newest is kept.
 //!
 //! The file bytes are also the wire format of InstallSnapshot: a leader streams them with
@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::codec;
 use super::fsutil::{Counters, DiskError, IoContext, Syncer};
+use super::records;
 use crate::raft::{Snapshot, SnapshotMeta};
 
 /// Largest snapshot a receiver accepts (16 GiB): a bound on what a peer can make us write.
@@ -45,7 +45,7 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, Dis
 /// is corruption.
 pub(crate) fn load_snapshot(path: &Path) -> Result<Snapshot, DiskError> {
     let bytes = fs::read(path).at(path)?;
-    codec::decode_snapshot_owned(bytes.into()).map_err(|e| DiskError::Corrupt {
+    records::decode_snapshot_owned(bytes.into()).map_err(|e| DiskError::Corrupt {
         file: path.to_path_buf(),
         offset: 0,
         reason: e.to_string(),
@@ -73,7 +73,7 @@ pub(crate) fn write_file(
     data: &[u8],
     rate: Option<u64>,
 ) -> Result<(), DiskError> {
-    let (head, tail) = codec::encode_snapshot_parts(meta, data);
+    let (head, tail) = records::encode_snapshot_parts(meta, data);
     sync.write_atomic_parts(dir, name, &[&head, data, &tail], rate)
 }
 
@@ -155,7 +155,7 @@ impl SnapshotReceiver {
         self.received = new_len;
         if self.expected.is_none() {
             self.head.extend_from_slice(data);
-            match codec::decode_snapshot_header(&self.head) {
+            match records::decode_snapshot_header(&self.head) {
                 Ok(h) => {
                     let len = h.file_len();
                     if len > MAX_SNAPSHOT_LEN || self.received > len {
@@ -166,7 +166,7 @@ impl SnapshotReceiver {
                     self.expected = Some(len);
                     self.head = Vec::new();
                 }
-                Err(codec::DecodeError::Incomplete { .. }) => {}
+                Err(records::DecodeError::Incomplete { .. }) => {}
                 Err(e) => {
                     return Err(DiskError::Invalid(format!("bad snapshot header: {e}")));
                 }
@@ -190,7 +190,7 @@ impl SnapshotReceiver {
         self.sync.all(&file, &self.path)?;
         drop(file);
         let bytes = fs::read(&self.path).at(&self.path)?;
-        let snap = codec::decode_snapshot_owned(bytes.into())
+        let snap = records::decode_snapshot_owned(bytes.into())
             .map_err(|e| DiskError::Invalid(format!("received snapshot is damaged: {e}")))?;
         let staged = self.dir.join(staged_name(snap.meta.index, snap.meta.term));
         fs::rename(&self.path, &staged).at(&staged)?;

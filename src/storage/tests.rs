@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::codec::{self, SEGMENT_HEADER_LEN};
+use super::records::{self, SEGMENT_HEADER_LEN};
 use super::{DiskConfig, DiskError, DiskStorage};
 use crate::raft::{ConfState, Entry, EntryKind, LogStore, Storage};
 
@@ -65,7 +65,7 @@ fn write_log(dir: &Path, n: u64) -> (Vec<Entry>, Vec<u64>) {
     let mut ends = Vec::new();
     let mut off = SEGMENT_HEADER_LEN as u64;
     for e in &entries {
-        off += codec::record_len(e) as u64;
+        off += records::record_len(e) as u64;
         ends.push(off);
     }
     (entries, ends)
@@ -342,7 +342,7 @@ fn sealed_segments_end_at_their_last_record_and_the_active_one_is_preallocated()
     for (k, seg) in segs.iter().enumerate() {
         let bytes = fs::read(seg).unwrap();
         let mut off = SEGMENT_HEADER_LEN;
-        while let Ok((e, n)) = codec::decode_record(&bytes[off..]) {
+        while let Ok((e, n)) = records::decode_record(&bytes[off..]) {
             assert_eq!(e.index, next);
             next += 1;
             off += n;

@@ -1,7 +1,7 @@
 //! The segmented write-ahead log.
 //!
 //! Files are `wal-<first index, 20 digits>.seg`: a checksummed header naming the index of the
-//! first record, then records (see [`super::codec`]). Only the last segment is ever written.
+//! first record, then records (see [`super::records`]). Only the last segment is ever written.
 //! It rotates when the next record would push it past the configured size; the full segment
 //! is fdatasynced before the new one is created, so every segment but the last is whole and
 //! any damage inside one is corruption, never a torn write.
@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::codec::{self, DecodeError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::fsutil::{DiskError, IoContext, Syncer};
+use super::records::{self, DecodeError, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::raft::{Entry, EntryKind};
 
 /// Sector size assumed by the torn-write check: a write that did not reach the disk reads
@@ -141,7 +141,7 @@ fn is_torn(bytes: &[u8], off: usize, err: &DecodeError) -> bool {
     if rest.iter().all(|&b| b == 0) {
         return true;
     }
-    let end = match codec::decode_record_header(rest) {
+    let end = match records::decode_record_header(rest) {
         Ok(h) => off.saturating_add(h.total_len() as usize).min(bytes.len()),
         Err(_) => (off + RECORD_HEADER_LEN).min(bytes.len()),
     };
@@ -207,7 +207,7 @@ impl Wal {
                 offset: offset as u64,
                 reason,
             };
-            let first = match codec::decode_segment_header(&bytes) {
+            let first = match records::decode_segment_header(&bytes) {
                 Ok(f) => f,
                 Err(e)
                     if last
@@ -240,7 +240,7 @@ impl Wal {
             let mut off = SEGMENT_HEADER_LEN;
             let mut index = first;
             while off < bytes.len() {
-                match codec::decode_record(&bytes[off..]) {
+                match records::decode_record(&bytes[off..]) {
                     Ok((e, n)) => {
                         if e.index != index {
                             return Err(corrupt(
@@ -408,7 +408,7 @@ impl Wal {
             offset: loc.offset,
             reason,
         };
-        let (e, _) = codec::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
+        let (e, _) = records::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
         if e.index != index {
             return Err(corrupt(format!("read entry {} for {index}", e.index)));
         }
@@ -426,7 +426,7 @@ impl Wal {
                     e.index
                 )));
             }
-            let rec_len = codec::record_len(e) as u64;
+            let rec_len = records::record_len(e) as u64;
             let (active_len, active_first) = match self.segments.back() {
                 Some(s) => (s.len + self.buf.len() as u64, s.first_index),
                 None => (0, next),
@@ -441,7 +441,7 @@ impl Wal {
             };
             let offset = active.len + self.buf.len() as u64;
             let seg = active.seq;
-            codec::encode_record(e, &mut self.buf).map_err(|err| {
+            records::encode_record(e, &mut self.buf).map_err(|err| {
                 DiskError::Invalid(format!("entry {} cannot be stored: {err}", e.index))
             })?;
             self.locs.push_back(Loc {
@@ -602,7 +602,7 @@ impl Wal {
             .truncate(true)
             .open(&path)
             .at(&path)?;
-        let header = codec::encode_segment_header(first_index);
+        let header = records::encode_segment_header(first_index);
         file.write_all_at(&header, 0).at(&path)?;
         preallocate(&file, self.opts.segment_size);
         self.sync.wrote(header.len());

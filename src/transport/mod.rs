@@ -6,8 +6,8 @@
 //! call empties the outbox and backs off before reconnecting. One dead peer therefore never
 //! delays the others, and memory stays bounded whatever the network does.
 
-pub mod codec;
 mod server;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +24,8 @@ use crate::pb;
 use crate::pb::raft_client::RaftClient;
 use crate::raft::{Message, NodeId};
 
-pub use self::codec::{CodecError, Envelope, Outbound};
 pub use self::server::RaftService;
+pub use self::wire::{CodecError, Envelope, Outbound};
 
 /// Metadata key of the shared cluster token (`--cluster-token`).
 pub const TOKEN_METADATA: &str = "x-rustyraft-token";
@@ -264,7 +264,7 @@ impl PeerTask {
                     }
                 }
             }
-            let out = codec::to_outbound(&self.cluster_id, &m);
+            let out = wire::to_outbound(&self.cluster_id, &m);
             let shutdown = self.shutdown.clone();
             let sent = tokio::select! {
                 r = self.send(out) => r,

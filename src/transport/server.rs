@@ -9,7 +9,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::codec::{self, Envelope};
+use super::wire::{self, Envelope};
 use crate::pb;
 use crate::raft::{Message, NodeId};
 
@@ -92,7 +92,7 @@ impl RaftService {
 
     fn deliver(
         &self,
-        env: Result<Envelope, codec::CodecError>,
+        env: Result<Envelope, wire::CodecError>,
     ) -> Result<Response<pb::PeerAck>, Status> {
         let env = env.map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check(&env)?;
@@ -138,7 +138,7 @@ impl pb::raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no meta"))?;
         let header = first.header.clone();
         // Check the cluster before buffering anything.
-        let probe = codec::snapshot_envelope(header.clone(), meta.clone(), Default::default())
+        let probe = wire::snapshot_envelope(header.clone(), meta.clone(), Default::default())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check(&probe)?;
         if first.total_size > self.max_snapshot_bytes {
@@ -176,7 +176,7 @@ impl pb::raft_server::Raft for RaftService {
         if buf.len() as u64 != total {
             return Err(Status::invalid_argument("snapshot shorter than announced"));
         }
-        let env = codec::snapshot_envelope(header, meta, buf.freeze())
+        let env = wire::snapshot_envelope(header, meta, buf.freeze())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A snapshot is expensive to resend: wait briefly for room instead of dropping at once.
         match tokio::time::timeout(Duration::from_secs(2), self.inbound.send(env.message)).await {
