@@ -1,9 +1,13 @@
 //! Snapshot files: `snap-<index>-<term>.snap`, each a whole [`records::encode_snapshot`] image,
 //! written atomically. Only the newest is kept.
 //!
-//! The file bytes are also the wire format of InstallSnapshot: a leader streams them with
-//! `DiskStorage::read_snapshot_chunk`, and a follower feeds the chunks to a
-//! [`SnapshotReceiver`], which verifies every checksum before it hands out the snapshot.
+//! The file bytes are also the byte format of InstallSnapshot's chunks. Today the transport
+//! does NOT stream from and to these files: the leader's driver reads the whole snapshot into
+//! memory (`Storage::snapshot`), the transport cuts it into chunks, and the follower's `Raft`
+//! service buffers every chunk in memory before it hands the whole snapshot to the core.
+//! [`SnapshotReceiver`] (a chunk-at-a-time, checksum-verifying receiver into a temp file) and
+//! `DiskStorage::read_snapshot_chunk` are the disk-to-disk path that a streaming transfer will
+//! use; only the storage tests exercise them so far.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -77,8 +81,9 @@ pub(crate) fn write_file(
     sync.write_atomic_parts(dir, name, &[&head, data, &tail], rate)
 }
 
-/// Receives a snapshot streamed in chunks (InstallSnapshot) into a temp file in the storage
-/// directory, so a large snapshot never has to be held twice in memory while it arrives.
+/// Receives a snapshot in chunks into a temp file in the storage directory, so that a large
+/// snapshot need not be held in memory while it arrives. Not wired into the transport yet (see
+/// the module doc): the `Raft` service still buffers a received snapshot whole.
 ///
 /// Chunks must come in order; a chunk that repeats bytes already received is accepted and
 /// ignored, so a sender may retry. [`SnapshotReceiver::finish`] verifies the header and data
