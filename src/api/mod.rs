@@ -93,3 +93,69 @@ pub fn chat_status(e: ChatError) -> Status {
         ChatError::Corrupt(m) => Status::internal(m),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// Clients act on the reason, not on the message: every refusal a client must decide about
+    /// carries one, with the code the contract promises.
+    #[test]
+    fn node_errors_map_to_codes_and_machine_readable_reasons() {
+        let cases = [
+            (
+                NodeError::NotLeader {
+                    leader: Some((2, "h:2".into())),
+                },
+                Code::Unavailable,
+                Some(Reason::NotLeader),
+            ),
+            (
+                NodeError::NotLeader { leader: None },
+                Code::Unavailable,
+                Some(Reason::NoLeader),
+            ),
+            (
+                NodeError::OutcomeUnknown("x".into()),
+                Code::Unavailable,
+                Some(Reason::OutcomeUnknown),
+            ),
+            (
+                NodeError::Overloaded("x".into()),
+                Code::Unavailable,
+                Some(Reason::Overloaded),
+            ),
+            (
+                NodeError::Unavailable("x".into()),
+                Code::Unavailable,
+                Some(Reason::Retry),
+            ),
+            (
+                NodeError::Stopped,
+                Code::Unavailable,
+                Some(Reason::ShuttingDown),
+            ),
+            (NodeError::Internal("x".into()), Code::Internal, None),
+            (
+                NodeError::Config("x".into()),
+                Code::FailedPrecondition,
+                None,
+            ),
+        ];
+        for (e, code, reason) in cases {
+            let what = format!("{e:?}");
+            let st = node_status(e);
+            assert_eq!(st.code(), code, "{what}");
+            assert_eq!(Reason::of(&st), reason, "{what}");
+        }
+        let st = node_status(NodeError::NotLeader {
+            leader: Some((2, "h:2".into())),
+        });
+        let hint = st
+            .metadata()
+            .get(pb::meta::LEADER)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(hint, Some("2=h:2"));
+    }
+}

@@ -179,3 +179,36 @@ fn snapshots_wait_for_half_their_own_size_in_new_log() {
     // No snapshot yet.
     assert!(snapshot_due(10_000, 0, 0, 10_000));
 }
+
+/// Shutdown joins every task spawned on the node: `wait_tasks` returns only after a task that
+/// ends on drain has ended, and a stopped node fails new requests instead of hanging.
+#[tokio::test]
+async fn stop_drains_and_wait_tasks_joins_every_tracked_task() {
+    let (cfg, store, _syncs) = single_node(1_000_000);
+    let (node, _inbound, task) = Driver::start_with(cfg, store).unwrap();
+    wait_leader(&node).await;
+    let ended = Arc::new(AtomicU64::new(0));
+    for _ in 0..3 {
+        let (draining, ended) = (node.draining(), ended.clone());
+        node.spawn(async move {
+            draining.cancelled().await;
+            // Work that outlives the signal a little: wait_tasks must wait for it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ended.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // A child token held by a caller cannot end the node.
+    node.draining().cancel();
+    node.propose(&send(1)).await.unwrap();
+    assert_eq!(ended.load(Ordering::SeqCst), 0);
+    node.stop();
+    task.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), node.wait_tasks())
+        .await
+        .expect("every tracked task ends after stop");
+    assert_eq!(ended.load(Ordering::SeqCst), 3);
+    assert!(matches!(
+        node.propose(&send(2)).await,
+        Err(NodeError::Stopped)
+    ));
+}
