@@ -1,30 +1,37 @@
-//! A local cluster of real `raft_client run` processes, wired through per-link fault proxies.
+//! A local cluster of real `raft_client run` processes: start, kill, pause, restart, add and
+//! remove nodes, and forward their logs.
 //!
 //! Node `i` listens on `127.0.0.1:<base + i - 1>` (clients use these real addresses, and so does
-//! the replicated membership). For every ordered pair (i, j) a [`LinkProxy`] forwards i's
-//! connections to j, and node i is started with `--route j=<that proxy>`, so it dials peer j
-//! through it. Partitions and delays are therefore set on the proxies, from outside, with no
-//! hook in the node. Nodes added later (`add`, ids up to [`MAX_NODES`]) join with `--join`; the
-//! proxies of a node are created when it first starts, for every possible peer id, so links to
-//! nodes that join later are proxied too.
+//! the replicated membership), and dials its peers through the link proxies of `links.rs`.
+//! Nodes added later (`add`, ids up to [`MAX_NODES`]) join with `--join`.
 //!
 //! Children never outlive the launcher: each gets `PR_SET_PDEATHSIG = SIGKILL` (the kernel kills
 //! it if the launcher dies, even by SIGKILL or a panic), `kill_on_drop`, and [`LocalCluster::shutdown`]
 //! stops them with SIGTERM, then SIGKILL after a grace period.
+//!
+//! Tasks: [`LocalCluster`] owns one [`TaskTracker`] and one [`CancellationToken`] for the whole
+//! launcher run. Its own tasks (the link proxies and their connections, the log forwarders) and
+//! those of whoever drives it (the interactive stdin reader and load generator, the chaos
+//! workload) are spawned on [`LocalCluster::tasks`]; a driver that must stop its tasks earlier
+//! uses a [`LocalCluster::child_token`]. [`LocalCluster::shutdown`] stops the nodes, cancels the
+//! token and awaits every task, so nothing the launcher started outlives it.
+
+mod logs;
+mod membership;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::proxy::{LinkMode, LinkProxy};
-use crate::pb;
-use crate::pb::cluster_client::ClusterClient;
+pub use self::logs::LogSink;
+use super::links::Links;
+use super::status_view::{status_of, NodeView};
 
 /// Node ids: 1..=n at the start, then the next unused id for each `add`, up to [`MAX_NODES`].
 pub type NodeId = u64;
@@ -48,15 +55,6 @@ pub struct ClusterConfig {
     pub node_args: Vec<String>,
     /// Where node output goes.
     pub logs: LogSink,
-}
-
-/// Where the children's log lines go.
-#[derive(Clone, Debug)]
-pub enum LogSink {
-    /// Our stdout, each line prefixed with the node id (colored on a terminal).
-    Prefixed,
-    /// `<data_dir>/node-<id>.log`, appended across restarts (chaos runs keep stdout readable).
-    Files,
 }
 
 /// Launcher errors.
@@ -83,13 +81,14 @@ struct NodeProc {
     joined: bool,
 }
 
-/// What the status poller last saw of a node.
-#[derive(Clone, Debug, Default)]
-pub struct NodeView {
-    /// The node's own status, or why it could not be read.
-    pub status: Option<pb::StatusResponse>,
-    /// Process state as the launcher knows it: "up", "down", "paused".
-    pub process: &'static str,
+impl NodeProc {
+    fn new(joined: bool) -> NodeProc {
+        NodeProc {
+            child: None,
+            paused: false,
+            joined,
+        }
+    }
 }
 
 /// A running local cluster.
@@ -99,81 +98,69 @@ pub struct LocalCluster {
     procs: BTreeMap<NodeId, NodeProc>,
     /// Highest id ever started; `add` uses the next one.
     last_id: NodeId,
-    proxies: BTreeMap<(NodeId, NodeId), LinkProxy>,
+    /// The peer link proxies and the faults set on them.
+    links: Links,
     /// Ports of ids not started yet, held open until `add` starts them: otherwise the kernel
     /// may hand one out as the local port of some outgoing connection (they are in the
     /// ephemeral range), and the node could not listen on it.
     reserved: BTreeMap<NodeId, std::net::TcpListener>,
-    /// Links currently cut, as (from, to).
-    cut: BTreeSet<(NodeId, NodeId)>,
-    delay: Duration,
+    /// Every task the launcher starts (see the module doc), and what cancels them.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl LocalCluster {
-    /// Starts the proxies and every node.
+    /// Starts the proxies and every node. If one cannot be started, those already started
+    /// are stopped again.
     pub async fn start(cfg: ClusterConfig) -> Result<LocalCluster, LaunchError> {
         if !cfg.bin.is_file() {
             return Err(LaunchError::NoBinary(cfg.bin.clone()));
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| LaunchError::Io(format!("create {}", cfg.data_dir.display()), e))?;
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let mut c = LocalCluster {
-            procs: (1..=cfg.nodes)
-                .map(|i| {
-                    (
-                        i,
-                        NodeProc {
-                            child: None,
-                            paused: false,
-                            joined: false,
-                        },
-                    )
-                })
-                .collect(),
+            procs: (1..=cfg.nodes).map(|i| (i, NodeProc::new(false))).collect(),
             last_id: cfg.nodes,
             reserved: (cfg.nodes + 1..=MAX_NODES)
                 .filter_map(|j| {
-                    std::net::TcpListener::bind(node_addr(&cfg, j))
+                    std::net::TcpListener::bind(node_addr(cfg.base_port, j))
                         .ok()
                         .map(|l| (j, l))
                 })
                 .collect(),
+            links: Links::new(cfg.base_port, tasks.clone(), stop.clone()),
             cfg,
-            proxies: BTreeMap::new(),
-            cut: BTreeSet::new(),
-            delay: Duration::ZERO,
+            tasks,
+            stop,
         };
+        let mut started = Ok(());
         for i in 1..=c.cfg.nodes {
-            c.spawn(i).await?;
+            started = c.spawn(i).await;
+            if started.is_err() {
+                break;
+            }
         }
-        Ok(c)
+        match started {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                c.shutdown(Duration::from_secs(5)).await;
+                Err(e)
+            }
+        }
     }
 
-    /// Creates node `i`'s outgoing proxies, one per possible peer id, if not there yet.
-    async fn ensure_proxies(&mut self, i: NodeId) -> Result<(), LaunchError> {
-        for j in 1..=MAX_NODES {
-            if i == j || self.proxies.contains_key(&(i, j)) {
-                continue;
-            }
-            let target = node_addr(&self.cfg, j);
-            let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-            // An ephemeral port may fall inside the nodes' port range and take the port of a
-            // node that starts later: pick again (a few tries, then accept it).
-            let nodes = self.cfg.base_port..self.cfg.base_port.saturating_add(MAX_NODES as u16);
-            let mut tries = 0;
-            let p = loop {
-                let p = LinkProxy::start(any, target)
-                    .await
-                    .map_err(|e| LaunchError::Io(format!("proxy {i}->{j}"), e))?;
-                tries += 1;
-                if !nodes.contains(&p.addr().port()) || tries >= 20 {
-                    break p;
-                }
-            };
-            self.proxies.insert((i, j), p);
-        }
-        self.apply_links();
-        Ok(())
+    /// The tracker every launcher task runs on: the cluster's own (proxies, log forwarders)
+    /// and its drivers' (interactive mode, chaos workload). [`LocalCluster::shutdown`] awaits
+    /// them all, so a driver that spawns here leaves no orphan even if it is interrupted.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// A token cancelled at [`LocalCluster::shutdown`], which its holder may also cancel
+    /// earlier to stop just its own tasks (a child of the cluster's token).
+    pub fn child_token(&self) -> CancellationToken {
+        self.stop.child_token()
     }
 
     /// The managed node ids, in order.
@@ -193,7 +180,7 @@ impl LocalCluster {
 
     /// The client-facing address of node `id`.
     pub fn addr(&self, id: NodeId) -> SocketAddr {
-        node_addr(&self.cfg, id)
+        node_addr(self.cfg.base_port, id)
     }
 
     /// Every client-facing address, comma-separated (what `raft_client --addr` takes).
@@ -215,7 +202,7 @@ impl LocalCluster {
     }
 
     async fn spawn(&mut self, id: NodeId) -> Result<(), LaunchError> {
-        self.ensure_proxies(id).await?;
+        self.links.ensure(id).await?;
         let joined = self.procs.get(&id).is_some_and(|p| p.joined);
         // The membership carries real addresses; only this node's own dialling goes through
         // its proxies.
@@ -233,14 +220,6 @@ impl LocalCluster {
                 .collect();
             vec![peers.join(",")]
         };
-        let routes: Vec<String> = (1..=MAX_NODES)
-            .filter(|&j| j != id)
-            .filter_map(|j| {
-                self.proxies
-                    .get(&(id, j))
-                    .map(|p| format!("{j}={}", p.addr()))
-            })
-            .collect();
         let dir = self.cfg.data_dir.join(format!("node-{id}"));
         let mut cmd = Command::new(&self.cfg.bin);
         cmd.arg("run")
@@ -248,7 +227,7 @@ impl LocalCluster {
             .arg(self.addr(id).to_string())
             .args(&members)
             .arg("--route")
-            .arg(routes.join(","))
+            .arg(self.links.routes(id))
             .arg("--data-dir")
             .arg(&dir)
             .args(&self.cfg.node_args)
@@ -270,28 +249,18 @@ impl LocalCluster {
         let mut child = cmd
             .spawn()
             .map_err(|e| LaunchError::Io(format!("start node {id}"), e))?;
-        let sink = self.sink(id);
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_lines(out, sink.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_lines(err, sink));
-        }
-        let p = self.procs.entry(id).or_insert(NodeProc {
-            child: None,
-            paused: false,
-            joined,
-        });
+        logs::forward(
+            &mut child,
+            id,
+            &self.cfg.logs,
+            &self.cfg.data_dir,
+            &self.tasks,
+            &self.stop,
+        );
+        let p = self.procs.entry(id).or_insert(NodeProc::new(joined));
         p.child = Some(child);
         p.paused = false;
         Ok(())
-    }
-
-    fn sink(&self, id: NodeId) -> Sink {
-        match &self.cfg.logs {
-            LogSink::Prefixed => Sink::Stdout(prefix(id)),
-            LogSink::Files => Sink::File(self.cfg.data_dir.join(format!("node-{id}.log"))),
-        }
     }
 
     /// Is node `id`'s process running (possibly paused)?
@@ -372,88 +341,6 @@ impl LocalCluster {
         self.spawn(id).await
     }
 
-    /// Starts a fresh node with the next id and has it join as a voter (`run --join`); waits
-    /// (up to `limit`) until the leader lists it as a voter. A node that did not make it is
-    /// stopped and forgotten. Returns its id.
-    pub async fn add_node(&mut self, limit: Duration) -> Result<NodeId, LaunchError> {
-        let id = self.next_id().ok_or_else(|| {
-            LaunchError::Membership(format!("no id left: ids go up to {MAX_NODES}"))
-        })?;
-        self.last_id = id;
-        // A fresh node needs an empty data directory; one left by an earlier run of the
-        // launcher would carry another history.
-        let dir = self.cfg.data_dir.join(format!("node-{id}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| LaunchError::Io(format!("clear {}", dir.display()), e))?;
-        }
-        self.procs.insert(
-            id,
-            NodeProc {
-                child: None,
-                paused: false,
-                joined: true,
-            },
-        );
-        self.ensure_proxies(id).await?;
-        self.reserved.remove(&id);
-        self.spawn(id).await?;
-        let end = tokio::time::Instant::now() + limit;
-        loop {
-            let views = self.views().await;
-            if let Some((_, l)) = leader_of(&views) {
-                if l.voters.contains(&id) {
-                    return Ok(id);
-                }
-            }
-            if !self.is_up(id) || tokio::time::Instant::now() >= end {
-                let why = if self.is_up(id) {
-                    format!("not a voter after {limit:?}")
-                } else {
-                    "the process exited (see its log)".to_string()
-                };
-                let _ = self.stop(id, Duration::from_secs(5)).await;
-                self.procs.remove(&id);
-                return Err(LaunchError::Membership(format!(
-                    "n{id} did not join: {why}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Removes node `id` from the membership through the cluster (`RemoveMember`, following
-    /// leader redirects), then stops its process and forgets it. Returns the new voters.
-    pub async fn remove_node(&mut self, id: NodeId) -> Result<Vec<NodeId>, LaunchError> {
-        self.check(id)?;
-        let mut order: Vec<NodeId> = Vec::new();
-        for j in self.ids() {
-            if j != id && self.is_up(j) {
-                order.push(j);
-            }
-        }
-        order.push(id);
-        let others: Vec<String> = order.iter().map(|&j| self.addr(j).to_string()).collect();
-        let mut client = crate::client::Client::new(&others.join(","))
-            .map_err(|e| LaunchError::Membership(e.to_string()))?;
-        let reply = client
-            .membership(
-                &crate::client::MembershipCall::Remove { id },
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| LaunchError::Membership(format!("remove n{id}: {e}")))?;
-        let voters = match reply {
-            crate::client::MembershipReply::Conf(r) => r.conf.unwrap_or_default().voters,
-            crate::client::MembershipReply::Leader(_) => Vec::new(),
-        };
-        self.stop(id, Duration::from_secs(5)).await?;
-        self.procs.remove(&id);
-        self.cut.retain(|(a, b)| *a != id && *b != id);
-        self.apply_links();
-        Ok(voters)
-    }
-
     /// SIGSTOP: the process freezes, sockets stay open (a GC pause, a hung VM).
     pub fn pause(&mut self, id: NodeId) -> Result<bool, LaunchError> {
         let sent = self.signal(id, libc::SIGSTOP)?;
@@ -477,15 +364,7 @@ impl LocalCluster {
         for &x in a.iter().chain(b) {
             self.check(x)?;
         }
-        for &x in a {
-            for &y in b {
-                if x != y {
-                    self.cut.insert((x, y));
-                    self.cut.insert((y, x));
-                }
-            }
-        }
-        self.apply_links();
+        self.links.partition(a, b);
         Ok(())
     }
 
@@ -493,10 +372,7 @@ impl LocalCluster {
     pub fn cut(&mut self, from: NodeId, to: NodeId) -> Result<(), LaunchError> {
         self.check(from)?;
         self.check(to)?;
-        if from != to {
-            self.cut.insert((from, to));
-        }
-        self.apply_links();
+        self.links.cut(from, to);
         Ok(())
     }
 
@@ -508,34 +384,17 @@ impl LocalCluster {
 
     /// Restores every link (delays stay as set).
     pub fn heal(&mut self) {
-        self.cut.clear();
-        self.apply_links();
+        self.links.heal();
     }
 
     /// Delays every peer link by `d` in each direction (zero removes the delay).
     pub fn set_delay(&mut self, d: Duration) {
-        self.delay = d;
-        self.apply_links();
+        self.links.set_delay(d);
     }
 
     /// The links currently cut.
     pub fn cut_links(&self) -> &BTreeSet<(NodeId, NodeId)> {
-        &self.cut
-    }
-
-    fn apply_links(&self) {
-        for (link, p) in &self.proxies {
-            let mode = if self.cut.contains(link) {
-                LinkMode::Blackhole
-            } else if self.delay.is_zero() {
-                LinkMode::Pass
-            } else {
-                LinkMode::Delay(self.delay)
-            };
-            if p.mode() != mode {
-                p.set_mode(mode);
-            }
-        }
+        self.links.cut_links()
     }
 
     /// Asks every running node for its status (short timeout: a paused node just shows as
@@ -560,7 +419,8 @@ impl LocalCluster {
         out
     }
 
-    /// Stops every node (SIGTERM, then SIGKILL after `grace`).
+    /// Stops every node (SIGTERM, then SIGKILL after `grace`), then cancels and awaits every
+    /// task on [`LocalCluster::tasks`]. The cluster cannot be used afterwards.
     pub async fn shutdown(&mut self, grace: Duration) {
         for id in self.ids() {
             if self.is_paused(id) {
@@ -577,136 +437,14 @@ impl LocalCluster {
                 }
             }
         }
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
-fn node_addr(cfg: &ClusterConfig, id: NodeId) -> SocketAddr {
-    let port = cfg.base_port.saturating_add((id - 1) as u16);
+/// Node `id`'s client address: `127.0.0.1:<base_port + id - 1>`.
+pub(super) fn node_addr(base_port: u16, id: NodeId) -> SocketAddr {
+    let port = base_port.saturating_add((id - 1) as u16);
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// One node's status over gRPC, with a short timeout.
-pub async fn status_of(addr: SocketAddr) -> Result<pb::StatusResponse, String> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_millis(700))
-        .connect_lazy();
-    let mut c = ClusterClient::new(ch);
-    c.status(pb::StatusRequest {})
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
-}
-
-/// The node that leads in the highest term among those that answered, with its status (an
-/// isolated old leader may still believe it leads, in a lower term).
-pub fn leader_of(views: &BTreeMap<NodeId, NodeView>) -> Option<(NodeId, &pb::StatusResponse)> {
-    views
-        .iter()
-        .filter_map(|(id, v)| v.status.as_ref().map(|s| (*id, s)))
-        .filter(|(_, s)| s.role == pb::Role::Leader as i32)
-        .max_by_key(|(_, s)| s.term)
-}
-
-/// A one-line summary of the cluster for the live view.
-pub fn summary_line(
-    views: &BTreeMap<NodeId, NodeView>,
-    cut: &BTreeSet<(NodeId, NodeId)>,
-) -> String {
-    let leader = leader_of(views).map(|(_, s)| s);
-    let lead_last = leader.map_or(0, |l| l.last_index);
-    let mut parts = vec![match leader {
-        Some(l) if !l.learners.is_empty() => format!(
-            "leader n{} term {} voters {:?} learners {:?}",
-            l.id, l.term, l.voters, l.learners
-        ),
-        Some(l) => format!("leader n{} term {} voters {:?}", l.id, l.term, l.voters),
-        None => "no leader".to_string(),
-    }];
-    for (id, v) in views {
-        parts.push(match &v.status {
-            Some(s) => format!(
-                "n{id} {} t{} commit {} lag {}",
-                crate::client::role_name(s.role),
-                s.term,
-                s.commit_index,
-                lead_last.saturating_sub(s.applied_index)
-            ),
-            None => format!(
-                "n{id} {}",
-                if v.process == "up" {
-                    "unreachable"
-                } else {
-                    v.process
-                }
-            ),
-        });
-    }
-    if !cut.is_empty() {
-        parts.push(format!("{} links cut", cut.len()));
-    }
-    parts.join(" | ")
-}
-
-#[derive(Clone)]
-enum Sink {
-    Stdout(String),
-    File(PathBuf),
-}
-
-fn prefix(id: NodeId) -> String {
-    if std::io::stdout().is_terminal() {
-        // Six distinguishable ANSI colors, cycling.
-        let color = 31 + (id as usize - 1) % 6;
-        format!("\x1b[{color}mn{id} |\x1b[0m ")
-    } else {
-        format!("n{id} | ")
-    }
-}
-
-/// Longest log line forwarded; longer lines are cut (bounded memory per child).
-const MAX_LINE: usize = 8 * 1024;
-
-async fn forward_lines(r: impl tokio::io::AsyncRead + Unpin, sink: Sink) {
-    let mut lines = BufReader::new(r);
-    let mut file = match &sink {
-        Sink::File(p) => open_append(p).await,
-        Sink::Stdout(_) => None,
-    };
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut lines)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if buf.last() != Some(&b'\n') {
-            buf.push(b'\n');
-        }
-        match &sink {
-            Sink::Stdout(p) => {
-                let line = String::from_utf8_lossy(&buf);
-                print!("{p}{line}");
-            }
-            Sink::File(_) => {
-                if let Some(f) = file.as_mut() {
-                    let _ = f.write_all(&buf).await;
-                }
-            }
-        }
-    }
-}
-
-async fn open_append(p: &Path) -> Option<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .await
-        .ok()
 }

@@ -8,23 +8,35 @@
 //! [`crate::check::check_room`] decides. The seed picks the faults, their targets and the message
 //! ids; wall-clock timing still varies from run to run, so a failing run is replayed from its
 //! history file, not by rerunning the seed.
+//!
+//! - `workload`: the writers, readers and subscribers that record the history;
+//! - `faults`: the fault schedule, membership changes, and the waits around them.
+//!
+//! Tasks: the workload runs on the cluster's task tracker ([`LocalCluster::tasks`]) under a
+//! token of this run. [`run`] stops and awaits every workload task before it returns; if the
+//! run is interrupted (its future dropped), the token is cancelled on drop and
+//! [`LocalCluster::shutdown`] awaits the tasks.
+
+mod faults;
+mod workload;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::Code;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::cluster::{LocalCluster, NodeId};
 pub use super::history::check_history_file;
 use super::history::write_history;
+use super::processes::{LocalCluster, NodeId};
 use crate::check::{MsgId, Op, Subscription};
-use crate::pb;
-use crate::pb::chat_service_client::ChatServiceClient;
 
 /// The room every chaos client uses.
 pub const ROOM: &str = "chaos";
@@ -98,14 +110,15 @@ impl Clock {
     }
 }
 
+/// What the workload tasks share with the run.
 struct Shared {
     clock: Clock,
     /// The members' client addresses; membership faults change them. std RwLock: never held
     /// across an await.
     addrs: std::sync::RwLock<Vec<SocketAddr>>,
     ops: Mutex<Vec<Op>>,
-    stop_clients: AtomicBool,
-    stop_subs: AtomicBool,
+    /// Writers and readers stop at their next operation boundary once this is cancelled.
+    stop_clients: CancellationToken,
     /// The room's length once converged; subscribers run until they reach it.
     final_len: AtomicU64,
 }
@@ -126,351 +139,57 @@ impl Shared {
     }
 }
 
-fn client(addr: SocketAddr) -> ChatServiceClient<tonic::transport::Channel> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_millis(300))
-                .timeout(Duration::from_secs(3))
-                .connect_lazy()
-        })
-        .unwrap_or_else(|_| unreachable_channel());
-    ChatServiceClient::new(ch)
-}
-
-/// A channel to nowhere, for an address that cannot be a URI (never happens for a SocketAddr,
-/// but the type system does not know that, and we never unwrap).
-fn unreachable_channel() -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
-}
-
-fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted
-    )
-}
-
-/// One writer: sends until told to stop; each message is retried with its id until it is
-/// acknowledged or its 20 s budget runs out.
-async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut node = k;
-    let mut n = 0u64;
-    while !sh.stop_clients.load(Ordering::Relaxed) {
-        n += 1;
-        let id = uuid::Uuid::from_u128(rng.u128(..)).to_string();
-        let invoked = sh.clock.now();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut acked = None;
-        let mut returned = invoked;
-        loop {
-            let mut c = client(sh.addr(node));
-            let r = c
-                .send_message(pb::SendMessageRequest {
-                    room: ROOM.into(),
-                    author: format!("writer-{k}"),
-                    text: format!("w{k} #{n}"),
-                    client_request_id: id.clone(),
-                })
-                .await;
-            match r {
-                Ok(resp) => {
-                    if let Some(m) = resp.into_inner().message {
-                        acked = Some(m.seq);
-                        returned = sh.clock.now();
-                    }
-                    break;
-                }
-                Err(st) if retryable(st.code()) && Instant::now() < deadline => {
-                    node += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(st) => {
-                    tracing::warn!(code = ?st.code(), msg = st.message(), "send gave up");
-                    break;
-                }
-            }
-        }
-        sh.record(Op::Send {
-            id,
-            invoked,
-            returned,
-            acked,
-        });
-        tokio::time::sleep(Duration::from_millis(20 + rng.u64(0..40))).await;
-    }
-}
-
-/// Page size of tail reads; a full page is not a complete tail, so it is not recorded.
-const READ_LIMIT: u32 = 1000;
-
-/// One reader: linearizable reads of the room's last few messages.
-async fn reader(sh: Arc<Shared>, k: usize) {
-    let mut node = k;
-    let mut known_len = 0u64;
-    while !sh.stop_clients.load(Ordering::Relaxed) {
-        let from_seq = known_len.saturating_sub(5).max(1);
-        let invoked = sh.clock.now();
-        let r = client(sh.addr(node))
-            .get_history(pb::GetHistoryRequest {
-                room: ROOM.into(),
-                from_seq,
-                limit: READ_LIMIT,
-                consistency: pb::Consistency::Linearizable as i32,
-                ..Default::default()
-            })
-            .await;
-        let returned = sh.clock.now();
-        match r {
-            Ok(resp) => {
-                let msgs = resp.into_inner().messages;
-                if msgs.len() < READ_LIMIT as usize {
-                    known_len = from_seq - 1 + msgs.len() as u64;
-                    let ids = msgs.into_iter().map(|m| m.id).collect();
-                    sh.record(Op::Read {
-                        invoked,
-                        returned,
-                        from_seq,
-                        ids,
-                    });
-                }
-            }
-            // The room does not exist yet: a linearizable answer that it is empty.
-            Err(st) if st.code() == Code::NotFound && from_seq == 1 => {
-                sh.record(Op::Read {
-                    invoked,
-                    returned,
-                    from_seq: 1,
-                    ids: Vec::new(),
-                });
-            }
-            Err(_) => node += 1,
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
-
-/// One subscriber, starting on node `start`: records every (seq, id) exactly as delivered and
-/// resumes from the next seq on another node when its stream breaks.
-async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
-    let mut sub = Subscription {
-        name: format!("sub@n{}", start + 1),
-        from_seq: 1,
-        seen: Vec::new(),
-    };
-    let mut node = start;
-    let mut next = 1u64;
-    loop {
-        let done = |next: u64| {
-            sh.stop_subs.load(Ordering::Relaxed)
-                || (sh.final_len.load(Ordering::Relaxed) != u64::MAX
-                    && next > sh.final_len.load(Ordering::Relaxed))
-        };
-        if done(next) {
-            return sub;
-        }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addr(node)))
-            .map(|e| e.connect_timeout(Duration::from_millis(300)).connect_lazy())
-            .unwrap_or_else(|_| unreachable_channel());
-        let r = ChatServiceClient::new(ch)
-            .subscribe(pb::SubscribeRequest {
-                room: ROOM.into(),
-                from_seq: next,
-            })
-            .await;
-        if let Ok(stream) = r {
-            let mut stream = stream.into_inner();
-            loop {
-                let msg = tokio::select! {
-                    m = stream.message() => m,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                        if done(next) { return sub; }
-                        continue;
-                    }
-                };
-                match msg {
-                    Ok(Some(m)) => {
-                        next = m.seq + 1;
-                        sub.seen.push((m.seq, m.id));
-                    }
-                    _ => break,
-                }
-            }
-        }
-        node += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Reads a node's whole copy of the room (SEQUENTIAL, paginated): after convergence it is
-/// stable, so pages form one consistent picture.
-async fn read_room(addr: SocketAddr) -> Result<Vec<(u64, MsgId)>, String> {
-    let mut out = Vec::new();
-    let mut from = 1u64;
-    loop {
-        let r = client(addr)
-            .get_history(pb::GetHistoryRequest {
-                room: ROOM.into(),
-                from_seq: from,
-                limit: READ_LIMIT,
-                consistency: pb::Consistency::Sequential as i32,
-                ..Default::default()
-            })
-            .await;
-        let msgs = match r {
-            Ok(r) => r.into_inner().messages,
-            Err(st) if st.code() == Code::NotFound => return Ok(out),
-            Err(st) => return Err(format!("{:?}: {}", st.code(), st.message())),
-        };
-        let n = msgs.len();
-        for m in msgs {
-            from = m.seq + 1;
-            out.push((m.seq, m.id));
-        }
-        if n < READ_LIMIT as usize {
-            return Ok(out);
-        }
-    }
-}
-
-/// The faults the schedule picks from.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    KillRestart,
-    Pause,
-    Partition,
-    IsolateLeader,
-    OneWay,
-    /// Grow, shrink or replace (remove one node, the leader included, then add a fresh one),
-    /// keeping 3 to 5 members.
-    Membership,
-}
-
-/// Runs the whole chaos session against a started cluster. Faults come in rounds: each round
-/// injects every kind once, in an order the seed picks.
+/// Runs the whole chaos session against a started cluster: the workload, the fault schedule,
+/// convergence, the comparison of every node's copy, and the history check.
 pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     let ids = cluster.ids();
+    // Cancelled when this run ends or is dropped: every workload task stops.
+    let stop = cluster.child_token();
+    let _stop_on_drop = stop.clone().drop_guard();
     let sh = Arc::new(Shared {
         clock: Clock(Instant::now()),
         addrs: std::sync::RwLock::new(ids.iter().map(|&i| cluster.addr(i)).collect()),
         ops: Mutex::new(Vec::new()),
-        stop_clients: AtomicBool::new(false),
-        stop_subs: AtomicBool::new(false),
+        stop_clients: stop.child_token(),
         final_len: AtomicU64::new(u64::MAX),
     });
     println!("chaos: waiting for a leader");
-    wait_for_leader(cluster, Duration::from_secs(30)).await;
+    faults::wait_for_leader(cluster, Duration::from_secs(30)).await;
 
-    let mut tasks = Vec::new();
+    let tasks = cluster.tasks().clone();
+    let mut clients: Vec<JoinHandle<()>> = Vec::new();
     for k in 0..cfg.writers {
-        tasks.push(tokio::spawn(writer(sh.clone(), k, cfg.seed)));
+        let writer = workload::writer(sh.clone(), k, cfg.seed);
+        clients.push(spawn_until(&tasks, &stop, writer));
     }
     for k in 0..cfg.readers {
-        tasks.push(tokio::spawn(reader(sh.clone(), k)));
+        clients.push(spawn_until(&tasks, &stop, workload::reader(sh.clone(), k)));
     }
-    let subs: Vec<_> = (0..ids.len().min(3))
-        .map(|k| tokio::spawn(subscriber(sh.clone(), k)))
+    // Subscribers have their own token: they are stopped only if they fail to catch up.
+    let stop_subs = stop.child_token();
+    let subs: Vec<JoinHandle<Option<Subscription>>> = (0..ids.len().min(3))
+        .map(|k| {
+            let (sh, stop_subs) = (sh.clone(), stop_subs.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop_subs.cancelled() => None,
+                    s = workload::subscriber(sh, k) => Some(s),
+                }
+            })
+        })
         .collect();
 
-    // The fault schedule.
-    let mut rng = fastrand::Rng::with_seed(cfg.seed);
-    let end = Instant::now() + cfg.duration;
-    let mut faults = 0u64;
-    let mut round: Vec<Fault> = Vec::new();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    while Instant::now() + Duration::from_secs(2) < end {
-        // Rounds of every fault kind in a seeded order: even a short run sees each kind.
-        if round.is_empty() {
-            round = vec![
-                Fault::KillRestart,
-                Fault::Pause,
-                Fault::Partition,
-                Fault::IsolateLeader,
-                Fault::OneWay,
-                Fault::Membership,
-            ];
-            rng.shuffle(&mut round);
-        }
-        let Some(fault) = round.pop() else { break };
-        let hold = Duration::from_millis(1000 + rng.u64(0..2000));
-        let ids = cluster.ids();
-        let target = ids[rng.usize(0..ids.len())];
-        faults += 1;
-        match fault {
-            Fault::KillRestart => {
-                println!("chaos: fault #{faults}: kill -9 n{target}, restart in {hold:?}");
-                let _ = cluster.kill(target).await;
-                tokio::time::sleep(hold).await;
-                if let Err(e) = cluster.restart(target).await {
-                    println!("chaos: restart n{target} failed: {e}");
-                }
-            }
-            Fault::Pause => {
-                println!("chaos: fault #{faults}: pause n{target} for {hold:?}");
-                let _ = cluster.pause(target);
-                tokio::time::sleep(hold).await;
-                let _ = cluster.resume(target);
-            }
-            Fault::Partition => {
-                let mut shuffled = ids.clone();
-                rng.shuffle(&mut shuffled);
-                let minority = 1 + rng.usize(0..ids.len().div_ceil(2).saturating_sub(1).max(1));
-                let (a, b) = shuffled.split_at(minority.min(ids.len() - 1));
-                println!("chaos: fault #{faults}: partition {a:?} | {b:?} for {hold:?}");
-                let _ = cluster.partition(a, b);
-                tokio::time::sleep(hold).await;
-                cluster.heal();
-            }
-            Fault::OneWay => {
-                let leader = current_leader(cluster).await.unwrap_or(target);
-                let other = ids
-                    .iter()
-                    .copied()
-                    .filter(|&i| i != leader)
-                    .nth(rng.usize(0..ids.len().saturating_sub(1).max(1)))
-                    .unwrap_or(target);
-                let (a, b) = if rng.bool() {
-                    (leader, other)
-                } else {
-                    (other, leader)
-                };
-                println!("chaos: fault #{faults}: one-way cut n{a} -> n{b} for {hold:?}");
-                let _ = cluster.cut(a, b);
-                tokio::time::sleep(hold).await;
-                cluster.heal();
-            }
-            Fault::IsolateLeader => {
-                let leader = current_leader(cluster).await.unwrap_or(target);
-                println!("chaos: fault #{faults}: isolate leader n{leader} for {hold:?}");
-                let _ = cluster.isolate(leader);
-                tokio::time::sleep(hold).await;
-                cluster.heal();
-            }
-            Fault::Membership => membership_fault(cluster, &sh, &mut rng, faults).await,
-        }
-        let calm = Duration::from_millis(500 + rng.u64(0..1500));
-        tokio::time::sleep(calm.min(end.saturating_duration_since(Instant::now()))).await;
-    }
+    let faults = faults::inject(cluster, &sh, cfg).await;
 
     let ids = cluster.ids();
     // Stop the faults and the load; let the cluster converge.
     println!("chaos: faults over; stopping load and waiting for convergence");
-    cluster.heal();
-    for id in ids.clone() {
-        let _ = cluster.resume(id);
-        if !cluster.is_up(id) {
-            let _ = cluster.restart(id).await;
-        }
-    }
-    sh.stop_clients.store(true, Ordering::Relaxed);
-    for t in tasks {
+    faults::end_faults(cluster).await;
+    sh.stop_clients.cancel();
+    for t in clients {
         let _ = t.await;
     }
-    let converged = wait_converged(cluster, Duration::from_secs(60)).await;
+    let converged = faults::wait_converged(cluster, Duration::from_secs(60)).await;
 
     let mut report = ChaosReport {
         faults,
@@ -481,56 +200,33 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
             .violations
             .push("the cluster did not converge within 60 s after the faults stopped".into());
     }
-    // Every node's copy of the room must be identical.
-    let mut copies = BTreeMap::new();
-    for &id in &ids {
-        match read_room(cluster.addr(id)).await {
-            Ok(c) => {
-                copies.insert(id, c);
-            }
-            Err(e) => report.violations.push(format!("reading n{id}'s copy: {e}")),
-        }
-    }
-    let reference = copies.values().next().cloned().unwrap_or_default();
-    for (id, c) in &copies {
-        if c != &reference {
-            report.violations.push(format!(
-                "n{id}'s copy of the room differs from n{}'s",
-                ids[0]
-            ));
-        }
-    }
-    for (k, (seq, _)) in reference.iter().enumerate() {
-        if *seq != k as u64 + 1 {
-            report.violations.push(format!(
-                "the room's seqs are not gap-free at position {}",
-                k + 1
-            ));
-            break;
-        }
-    }
-    let log: Vec<MsgId> = reference.into_iter().map(|(_, id)| id).collect();
+    let log = final_log(cluster, &ids, &mut report).await;
 
     // Subscribers: let them catch up to the end, then collect what they saw.
     sh.final_len.store(log.len() as u64, Ordering::Relaxed);
-    let collect = async {
-        let mut out = Vec::new();
-        for s in subs {
-            if let Ok(s) = s.await {
-                out.push(s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut collected = Vec::new();
+    let mut caught_up = true;
+    for mut s in subs {
+        let seen = match tokio::time::timeout_at(deadline, &mut s).await {
+            Ok(seen) => seen,
+            Err(_) => {
+                caught_up = false;
+                stop_subs.cancel();
+                s.await
             }
+        };
+        if let Ok(Some(seen)) = seen {
+            collected.push(seen);
         }
-        out
-    };
-    let subs = match tokio::time::timeout(Duration::from_secs(30), collect).await {
-        Ok(s) => s,
-        Err(_) => {
-            sh.stop_subs.store(true, Ordering::Relaxed);
-            report
-                .violations
-                .push("subscribers did not reach the end of the room within 30 s".into());
-            Vec::new()
-        }
+    }
+    let subs = if caught_up {
+        collected
+    } else {
+        report
+            .violations
+            .push("subscribers did not reach the end of the room within 30 s".into());
+        Vec::new()
     };
     for s in &subs {
         if s.seen.len() < log.len() {
@@ -557,101 +253,50 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     report
 }
 
-/// Changes the membership while the load runs, keeping 3 to 5 members: add a fresh node, remove
-/// one (sometimes the leader), or replace one (add, then remove an old one). Ids are never reused, so once
-/// they run out only removals remain possible.
-async fn membership_fault(
-    cluster: &mut LocalCluster,
-    sh: &Shared,
-    rng: &mut fastrand::Rng,
-    n: u64,
-) {
-    let size = cluster.ids().len();
-    let can_add = cluster.next_id().is_some();
-    let (remove, add) = match (size, can_add) {
-        (s, true) if s <= 3 => (rng.bool(), true),
-        (s, _) if s >= 5 => (true, false),
-        (_, true) => match rng.u8(0..3) {
-            0 => (false, true),
-            1 => (true, false),
-            _ => (true, true),
-        },
-        (s, false) if s > 3 => (true, false),
-        _ => (false, false),
-    };
-    if !remove && !add {
-        println!("chaos: fault #{n}: membership change skipped (no node id left)");
-        return;
-    }
-    // Add before removing, so a replacement never drops below the starting size.
-    let mut added = None;
-    if add {
-        let next = cluster.next_id().unwrap_or(0);
-        println!("chaos: fault #{n}: add a fresh node n{next}");
-        match cluster.add_node(Duration::from_secs(60)).await {
-            Ok(id) => {
-                println!("chaos: n{id} joined as a voter");
-                added = Some(id);
+/// Spawns `f` on `tasks`, dropped (stopped) as soon as `stop` is cancelled.
+fn spawn_until(
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    f: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = f => {}
+        }
+    })
+}
+
+/// Reads every node's copy of the room once converged; they must be identical and gap-free.
+/// Returns the room's ids in order (the reference copy), recording any difference in `report`.
+async fn final_log(cluster: &LocalCluster, ids: &[NodeId], report: &mut ChaosReport) -> Vec<MsgId> {
+    let mut copies = BTreeMap::new();
+    for &id in ids {
+        match workload::read_room(cluster.addr(id)).await {
+            Ok(c) => {
+                copies.insert(id, c);
             }
-            Err(e) => println!("chaos: adding n{next} failed: {e}"),
+            Err(e) => report.violations.push(format!("reading n{id}'s copy: {e}")),
         }
     }
-    // Never below three members (a replacement whose add failed removes nobody).
-    if remove && cluster.ids().len() > 3 {
-        let leader = current_leader(cluster).await;
-        let others: Vec<NodeId> = cluster
-            .ids()
-            .into_iter()
-            .filter(|&i| Some(i) != leader && Some(i) != added)
-            .collect();
-        let victim = match leader {
-            Some(l) if rng.u8(0..3) == 0 || others.is_empty() => l,
-            _ => others[rng.usize(0..others.len().max(1))],
-        };
-        let what = if Some(victim) == leader {
-            " (the leader)"
-        } else {
-            ""
-        };
-        println!("chaos: fault #{n}: remove n{victim}{what} from the membership");
-        match cluster.remove_node(victim).await {
-            Ok(voters) => println!("chaos: removed n{victim}; voters {voters:?}"),
-            Err(e) => println!("chaos: removing n{victim} failed: {e}"),
+    let reference = copies.values().next().cloned().unwrap_or_default();
+    for (id, c) in &copies {
+        if c != &reference {
+            report.violations.push(format!(
+                "n{id}'s copy of the room differs from n{}'s",
+                ids[0]
+            ));
         }
     }
-    let addrs: Vec<SocketAddr> = cluster.ids().iter().map(|&i| cluster.addr(i)).collect();
-    *sh.addrs.write().unwrap_or_else(|e| e.into_inner()) = addrs;
-}
-
-async fn current_leader(cluster: &mut LocalCluster) -> Option<NodeId> {
-    super::cluster::leader_of(&cluster.views().await).map(|(id, _)| id)
-}
-
-async fn wait_for_leader(cluster: &mut LocalCluster, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if current_leader(cluster).await.is_some() {
-            return true;
+    for (k, (seq, _)) in reference.iter().enumerate() {
+        if *seq != k as u64 + 1 {
+            report.violations.push(format!(
+                "the room's seqs are not gap-free at position {}",
+                k + 1
+            ));
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    false
-}
-
-/// Converged: one leader, and every node has applied everything the leader committed.
-async fn wait_converged(cluster: &mut LocalCluster, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let views = cluster.views().await;
-        let statuses: Vec<_> = views.values().filter_map(|v| v.status.clone()).collect();
-        if statuses.len() == views.len() {
-            if let Some((_, l)) = super::cluster::leader_of(&views) {
-                if statuses.iter().all(|s| s.applied_index >= l.commit_index) {
-                    return true;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    false
+    reference.into_iter().map(|(_, id)| id).collect()
 }
