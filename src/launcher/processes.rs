@@ -18,17 +18,20 @@
 
 mod logs;
 mod membership;
+mod startup;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::logs::Forwarding;
 pub use self::logs::LogSink;
 use super::links::Links;
 use super::status_view::{status_of, NodeView};
@@ -39,6 +42,11 @@ pub type NodeId = u64;
 /// Highest node id the launcher manages (ports `base..base+MAX_NODES-1`). Ids are never reused
 /// within a run: a removed node's id may still be in some node's old vote records.
 pub const MAX_NODES: u64 = 9;
+
+/// How long [`LocalCluster::start`] waits for every node's client port to answer: long enough
+/// for a node to open its storage on a loaded machine, short enough that a hung start is
+/// reported rather than waited on forever.
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// How the launcher starts its nodes.
 #[derive(Clone, Debug)]
@@ -72,6 +80,19 @@ pub enum LaunchError {
     /// Starting a process or a proxy failed.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// A node exited, or never answered on its client port, while the cluster was starting
+    /// (typically: its port is taken by another process). The cluster is not started.
+    #[error("n{id} failed to start on {addr}: {why}; its last log line: {last_line}")]
+    Startup {
+        /// The node.
+        id: NodeId,
+        /// Its client address (the port it should listen on).
+        addr: SocketAddr,
+        /// What went wrong: its exit status, or how long it was waited for.
+        why: String,
+        /// The last line the node logged, usually the cause.
+        last_line: String,
+    },
 }
 
 struct NodeProc {
@@ -79,6 +100,10 @@ struct NodeProc {
     paused: bool,
     /// Added with `add`: (re)started with `--join` rather than the initial peer list.
     joined: bool,
+    /// How the last run of the process ended, once reaped by [`LocalCluster::is_up`].
+    exit: Option<ExitStatus>,
+    /// This run's log forwarders and last log line (for startup errors).
+    logs: Forwarding,
 }
 
 impl NodeProc {
@@ -87,6 +112,11 @@ impl NodeProc {
             child: None,
             paused: false,
             joined,
+            exit: None,
+            logs: Forwarding {
+                last_line: Arc::default(),
+                tasks: Vec::new(),
+            },
         }
     }
 }
@@ -110,8 +140,9 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts the proxies and every node. If one cannot be started, those already started
-    /// are stopped again.
+    /// Starts the proxies and every node, and waits until every node's client port answers
+    /// (up to [`STARTUP_LIMIT`]). If a node exits or does not answer in time, every node is
+    /// stopped and the error names the node, its address and its last log line.
     pub async fn start(cfg: ClusterConfig) -> Result<LocalCluster, LaunchError> {
         if !cfg.bin.is_file() {
             return Err(LaunchError::NoBinary(cfg.bin.clone()));
@@ -140,6 +171,9 @@ impl LocalCluster {
             if started.is_err() {
                 break;
             }
+        }
+        if started.is_ok() {
+            started = c.wait_started(STARTUP_LIMIT).await;
         }
         match started {
             Ok(()) => Ok(c),
@@ -249,7 +283,7 @@ impl LocalCluster {
         let mut child = cmd
             .spawn()
             .map_err(|e| LaunchError::Io(format!("start node {id}"), e))?;
-        logs::forward(
+        let logs = logs::forward(
             &mut child,
             id,
             &self.cfg.logs,
@@ -260,6 +294,8 @@ impl LocalCluster {
         let p = self.procs.entry(id).or_insert(NodeProc::new(joined));
         p.child = Some(child);
         p.paused = false;
+        p.exit = None;
+        p.logs = logs;
         Ok(())
     }
 
@@ -270,7 +306,8 @@ impl LocalCluster {
         };
         match p.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(exit) => {
+                p.exit = exit.ok().flatten();
                 p.child = None;
                 false
             }

@@ -1,11 +1,13 @@
 //! Node log forwarding: each child's stdout and stderr, line by line, to the launcher's stdout
-//! (prefixed with the node id) or to a per-node file.
+//! (prefixed with the node id) or to a per-node file, keeping the last line for error reports.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +22,14 @@ pub enum LogSink {
     Files,
 }
 
+/// One run of a node's output: the last line it logged, and the tasks forwarding it.
+pub(super) struct Forwarding {
+    /// The last line either stream carried (empty if none yet).
+    pub(super) last_line: Arc<Mutex<String>>,
+    /// The forwarding tasks; they end when the child's streams close.
+    pub(super) tasks: Vec<JoinHandle<()>>,
+}
+
 /// Starts forwarding `child`'s stdout and stderr for node `id` as `logs` says, on `tasks`;
 /// the forwarders stop once `stop` is cancelled and nothing more is ready to read.
 pub(super) fn forward(
@@ -29,16 +39,24 @@ pub(super) fn forward(
     data_dir: &Path,
     tasks: &TaskTracker,
     stop: &CancellationToken,
-) {
+) -> Forwarding {
     let sink = match logs {
         LogSink::Prefixed => Sink::Stdout(prefix(id)),
         LogSink::Files => Sink::File(data_dir.join(format!("node-{id}.log"))),
     };
+    let last_line = Arc::new(Mutex::new(String::new()));
+    let mut handles = Vec::new();
     if let Some(out) = child.stdout.take() {
-        tasks.spawn(forward_lines(out, sink.clone(), stop.clone()));
+        let f = forward_lines(out, sink.clone(), last_line.clone(), stop.clone());
+        handles.push(tasks.spawn(f));
     }
     if let Some(err) = child.stderr.take() {
-        tasks.spawn(forward_lines(err, sink, stop.clone()));
+        let f = forward_lines(err, sink, last_line.clone(), stop.clone());
+        handles.push(tasks.spawn(f));
+    }
+    Forwarding {
+        last_line,
+        tasks: handles,
     }
 }
 
@@ -61,10 +79,15 @@ fn prefix(id: NodeId) -> String {
 /// Longest log line forwarded; longer lines are cut (bounded memory per child).
 const MAX_LINE: usize = 8 * 1024;
 
-/// Forwards a child's output, line by line, to `sink`.
+/// Forwards a child's output, line by line, to `sink`, keeping the last line in `last`.
 /// Ends at the end of the stream (the child exited), or once `stop` is cancelled and nothing
 /// more is ready to read (so a dead child's last lines are still forwarded).
-async fn forward_lines(r: impl tokio::io::AsyncRead + Unpin, sink: Sink, stop: CancellationToken) {
+async fn forward_lines(
+    r: impl tokio::io::AsyncRead + Unpin,
+    sink: Sink,
+    last: Arc<Mutex<String>>,
+    stop: CancellationToken,
+) {
     let mut lines = BufReader::new(r);
     let mut file = match &sink {
         Sink::File(p) => open_append(p).await,
@@ -85,6 +108,11 @@ async fn forward_lines(r: impl tokio::io::AsyncRead + Unpin, sink: Sink, stop: C
         }
         if buf.last() != Some(&b'\n') {
             buf.push(b'\n');
+        }
+        {
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            l.clear();
+            l.push_str(String::from_utf8_lossy(&buf).trim_end());
         }
         match &sink {
             Sink::Stdout(p) => {
