@@ -198,3 +198,70 @@ fn add_joins_a_fresh_voter_and_remove_takes_one_out() {
     assert!(status.success(), "{status}");
     assert!(nodes_with(&needle).is_empty(), "quit stops every node");
 }
+
+#[test]
+fn a_node_that_cannot_bind_fails_the_launch() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let needle = dir.path().to_string_lossy().to_string();
+    let base = free_base_port(9);
+    // Something else holds node 1's port (it accepts connections but never speaks gRPC).
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", base)).expect("bind the base port");
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .arg("3")
+        .arg("--base-port")
+        .arg(base.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_raft_client"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("launcher starts");
+    // Drain both pipes on threads, so node logs can never block the launcher.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(launcher.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(launcher.stderr.take().expect("stderr")));
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(s) = launcher.try_wait().expect("try_wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = launcher.kill();
+        let _ = launcher.wait();
+        panic!("the launcher kept running with node 1's port taken");
+    };
+    let stdout = stdout.join().expect("stdout thread");
+    let stderr = stderr.join().expect("stderr thread");
+    assert!(!status.success(), "exit {status}\n{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("started 3 nodes"),
+        "it must not claim to have started:\n{stdout}"
+    );
+    let addr = format!("127.0.0.1:{base}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("run_n_clients: n1 "))
+        .unwrap_or_else(|| panic!("no launcher error naming n1:\n{stderr}\n{stdout}"));
+    assert!(error.contains(&addr), "the error names the port: {error}");
+    assert!(
+        error.contains("last log line") && error.contains("cannot listen"),
+        "the error carries the node's last log line: {error}"
+    );
+    assert!(
+        nodes_with(&needle).is_empty(),
+        "no node process is left behind"
+    );
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use rustyraft::launcher::{self, chaos, cluster};
+use rustyraft::launcher::{self, chaos, processes};
 
 /// Command line of `run_n_clients`.
 #[derive(Parser, Debug)]
@@ -105,7 +105,7 @@ async fn run(cli: Cli) -> i32 {
     });
     if cli.chaos {
         // Nodes added by membership faults use ids above n: clear theirs too.
-        for i in 1..=cluster::MAX_NODES {
+        for i in 1..=processes::MAX_NODES {
             let _ = std::fs::remove_dir_all(data_dir.join(format!("node-{i}")));
             let _ = std::fs::remove_file(data_dir.join(format!("node-{i}.log")));
         }
@@ -115,21 +115,21 @@ async fn run(cli: Cli) -> i32 {
         // Compact often so restarted nodes also catch up by snapshot.
         node_args.push("--snapshot-threshold=300".into());
     }
-    let cfg = cluster::ClusterConfig {
+    let cfg = processes::ClusterConfig {
         nodes: n,
         base_port: cli.base_port,
         data_dir: data_dir.clone(),
         bin,
         node_args,
         logs: if cli.chaos {
-            cluster::LogSink::Files
+            processes::LogSink::Files
         } else {
-            cluster::LogSink::Prefixed
+            processes::LogSink::Prefixed
         },
     };
-    let mut c = match cluster::LocalCluster::start(cfg).await {
+    let mut c = match processes::LocalCluster::start(cfg).await {
         Ok(c) => c,
-        Err(e @ cluster::LaunchError::NoBinary(_)) => {
+        Err(e @ processes::LaunchError::NoBinary(_)) => {
             eprintln!("run_n_clients: {e}");
             return 2;
         }

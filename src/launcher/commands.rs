@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::cluster::NodeId;
+use super::processes::NodeId;
 
 /// One operator command.
 #[derive(Clone, Debug, PartialEq, Eq)]

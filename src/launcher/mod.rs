@@ -1,60 +1,36 @@
 //! `run_n_clients`: a live local cluster you can watch and break.
 //!
-//! - [`cluster`]: starts N real `raft_client run` processes behind per-link proxies, and kills,
-//!   pauses, restarts and partitions them;
+//! - [`processes`]: starts N real `raft_client run` processes and kills, pauses, restarts, adds
+//!   and removes them ([`LocalCluster`]), forwarding their logs;
+//! - `links`: the per-link proxy wiring behind partitions, one-way cuts and delays;
 //! - [`proxy`]: the fault-injecting TCP proxy on each peer link;
+//! - [`status_view`]: what the launcher shows: node statuses, the leader, the live summary;
 //! - [`commands`]: the stdin command language;
 //! - [`chaos`]: the `--chaos` driver: load, faults, convergence, and the history check;
 //! - [`history`]: the chaos history file, written and re-checked.
+//!
+//! Every task the launcher spawns runs on the [`LocalCluster`]'s task tracker and is cancelled
+//! and awaited by [`LocalCluster::shutdown`] (see [`processes`]).
 
 pub mod chaos;
-pub mod cluster;
 pub mod commands;
 pub mod history;
+mod links;
+pub mod processes;
 pub mod proxy;
+pub mod status_view;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use self::cluster::{LocalCluster, NodeId, NodeView};
 use self::commands::{Command, HELP};
-
-/// What changes the live view reports: who leads, terms, roles and process states.
-fn view_key(views: &BTreeMap<NodeId, NodeView>) -> String {
-    views
-        .iter()
-        .map(|(id, v)| match &v.status {
-            Some(s) => format!(
-                "{id}:{}:{}:{}:{:?}:{:?}",
-                s.role, s.term, s.leader_id, s.voters, s.learners
-            ),
-            None => format!("{id}:{}", v.process),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn print_status(views: &BTreeMap<NodeId, NodeView>, c: &LocalCluster) {
-    println!("{}", cluster::summary_line(views, c.cut_links()));
-    for (id, v) in views {
-        match &v.status {
-            Some(s) => println!(
-                "  n{id} {:<9} term {:<4} leader {:<3} commit {:<8} applied {:<8} snapshot {}",
-                crate::client::role_name(s.role),
-                s.term,
-                s.leader_id,
-                s.commit_index,
-                s.applied_index,
-                s.snapshot_index
-            ),
-            None => println!("  n{id} {}", v.process),
-        }
-    }
-}
+pub use self::processes::{LocalCluster, NodeId};
+use self::status_view::{leader_of, print_status, summary_line, view_key};
 
 /// Counters of the background `load` generator.
 #[derive(Default)]
@@ -63,27 +39,46 @@ struct LoadStats {
     failed: AtomicU64,
 }
 
-async fn load(addrs: String, rate: u32, stats: Arc<LoadStats>) {
+/// The `load` generator: `rate` sends per second to room `load`, each on its own task on
+/// `tasks`, until `stop` (this generator's token) is cancelled. Sends in flight then finish
+/// and are counted, unless `sends_stop` (the cluster's shutdown) cancels them too.
+async fn load(
+    addrs: String,
+    rate: u32,
+    stats: Arc<LoadStats>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    sends_stop: CancellationToken,
+) {
     // At most this many sends in flight: the generator never queues without bound.
     let permits = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     let mut n = 0u64;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         n += 1;
-        let (addrs, stats) = (addrs.clone(), stats.clone());
-        tokio::spawn(async move {
+        let (addrs, stats, sends_stop) = (addrs.clone(), stats.clone(), sends_stop.clone());
+        tasks.spawn(async move {
             // Each send has its own failover client, so sends run concurrently.
-            let ok = match crate::client::Client::new(&addrs) {
-                Ok(mut c) => c
-                    .send("load", "load", &format!("load #{n}"), None)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
+            let send = async {
+                match crate::client::Client::new(&addrs) {
+                    Ok(mut c) => c
+                        .send("load", "load", &format!("load #{n}"), None)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            };
+            let ok = tokio::select! {
+                _ = sends_stop.cancelled() => return,
+                ok = send => ok,
             };
             let counter = if ok { &stats.acked } else { &stats.failed };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -108,7 +103,7 @@ async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, S
         return Ok(cmd);
     }
     let views = c.views().await;
-    let leader = cluster::leader_of(&views)
+    let leader = leader_of(&views)
         .map(|(id, _)| id)
         .ok_or("no leader right now")?;
     Ok(match cmd {
@@ -125,6 +120,11 @@ async fn resolve_leader(cmd: Command, c: &mut LocalCluster) -> Result<Command, S
 
 /// Interactive mode: starts the cluster, shows a live status line when something changes,
 /// and runs stdin commands until `quit`, Ctrl-C or SIGTERM. Every child is stopped on exit.
+///
+/// Its tasks (the stdin reader, the `load` generator and its sends) run on the cluster's
+/// tracker, so the final [`LocalCluster::shutdown`] cancels and awaits them. (The stdin reader
+/// stops at once; the blocking read inside tokio's stdin may linger until the process exits,
+/// which it does right after.)
 pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
     println!(
         "started {} nodes; clients can use --addr {}",
@@ -133,9 +133,15 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
     );
     println!("{HELP}");
     let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-    tokio::spawn(async move {
+    let stdin_stop = c.child_token();
+    c.tasks().spawn(async move {
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(l)) = stdin.next_line().await {
+        loop {
+            let line = tokio::select! {
+                _ = stdin_stop.cancelled() => return,
+                l = stdin.next_line() => l,
+            };
+            let Ok(Some(l)) = line else { return };
             if tx.send(l).await.is_err() {
                 return;
             }
@@ -145,7 +151,8 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_key = String::new();
     let mut stdin_open = true;
-    let mut load_task: Option<tokio::task::JoinHandle<()>> = None;
+    // The running `load` generator's token: cancelling it stops the generator.
+    let mut load_task: Option<CancellationToken> = None;
     let stats = Arc::new(LoadStats::default());
     loop {
         tokio::select! {
@@ -154,7 +161,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                 let views = c.views().await;
                 let key = view_key(&views);
                 if key != last_key {
-                    println!("== {}", cluster::summary_line(&views, c.cut_links()));
+                    println!("== {}", summary_line(&views, c.cut_links()));
                     last_key = key;
                 }
             }
@@ -209,7 +216,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                         }
                         Command::Status => {
                             let views = c.views().await;
-                            print_status(&views, &c);
+                            print_status(&views, c.cut_links());
                             if load_task.is_some() {
                                 println!(
                                     "  load: {} acked, {} failed",
@@ -220,10 +227,20 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                         }
                         Command::Load(rate) => {
                             if let Some(t) = load_task.take() {
-                                t.abort();
+                                t.cancel();
                             }
                             if rate > 0 {
-                                load_task = Some(tokio::spawn(load(c.addr_list(), rate, stats.clone())));
+                                let stop = c.child_token();
+                                let generator = load(
+                                    c.addr_list(),
+                                    rate,
+                                    stats.clone(),
+                                    c.tasks().clone(),
+                                    stop.clone(),
+                                    c.child_token(),
+                                );
+                                c.tasks().spawn(generator);
+                                load_task = Some(stop);
                                 println!("load: {rate} messages/s to room `load`");
                             } else {
                                 println!("load stopped");
@@ -231,7 +248,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                         }
                         Command::Add => {
                             let Some(next) = c.next_id() else {
-                                anyhow::bail!("no id left (ids go up to {})", cluster::MAX_NODES);
+                                anyhow::bail!("no id left (ids go up to {})", processes::MAX_NODES);
                             };
                             println!("adding n{next}: starting it with --join, waiting until it votes...");
                             let id = c.add_node(Duration::from_secs(60)).await?;
@@ -256,7 +273,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
         }
     }
     if let Some(t) = load_task.take() {
-        t.abort();
+        t.cancel();
     }
     println!("stopping every node...");
     c.shutdown(Duration::from_secs(10)).await;

@@ -14,6 +14,10 @@
 //! - [`LinkMode::Refuse`]: connections are cut and new ones are closed at once, like a crashed
 //!   host whose port answers with a reset.
 //! - [`LinkMode::Delay`]: every chunk is held for the given time, in order.
+//!
+//! Tasks: a proxy's accept loop and one task per connection run on the [`TaskTracker`] its
+//! owner passes to [`LinkProxy::start`], and stop when the owner's [`CancellationToken`] is
+//! cancelled or the proxy is dropped; the owner then awaits them through its tracker.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 /// How a link treats traffic right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,17 +52,36 @@ const CHUNK: usize = 16 * 1024;
 pub struct LinkProxy {
     addr: SocketAddr,
     mode: watch::Sender<LinkMode>,
-    task: tokio::task::JoinHandle<()>,
+    /// Cancels this proxy's tasks (accept loop and connections) when the proxy is dropped.
+    _stop: DropGuard,
 }
 
 impl LinkProxy {
-    /// Starts a proxy on `listen` (use port 0 for any free port) in front of `target`.
-    pub async fn start(listen: SocketAddr, target: SocketAddr) -> std::io::Result<LinkProxy> {
+    /// Starts a proxy on `listen` (use port 0 for any free port) in front of `target`. Its
+    /// tasks are spawned on `tasks` and end when `stop` is cancelled or the proxy is dropped,
+    /// so the owner can await every one of them.
+    pub async fn start(
+        listen: SocketAddr,
+        target: SocketAddr,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> std::io::Result<LinkProxy> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (mode, rx) = watch::channel(LinkMode::Pass);
-        let task = tokio::spawn(accept_loop(listener, target, rx));
-        Ok(LinkProxy { addr, mode, task })
+        let stop = stop.child_token();
+        tasks.spawn(accept_loop(
+            listener,
+            target,
+            rx,
+            tasks.clone(),
+            stop.clone(),
+        ));
+        Ok(LinkProxy {
+            addr,
+            mode,
+            _stop: stop.drop_guard(),
+        })
     }
 
     /// Where nodes should connect.
@@ -75,33 +100,46 @@ impl LinkProxy {
     }
 }
 
-impl Drop for LinkProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, target: SocketAddr, mode: watch::Receiver<LinkMode>) {
+/// Accepts connections until `stop`; each one is served by its own task on `tasks`.
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    mode: watch::Receiver<LinkMode>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
     loop {
-        let Ok((inbound, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((inbound, _)) = accepted else {
             continue;
         };
         let _ = inbound.set_nodelay(true);
-        let mode = mode.clone();
-        tokio::spawn(async move {
-            let current = *mode.borrow();
-            match current {
-                LinkMode::Refuse => drop(inbound),
-                LinkMode::Blackhole => hold_until_cut(inbound, mode).await,
-                LinkMode::Pass | LinkMode::Delay(_) => {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
-                        return; // the node behind is down: close, like it would
-                    };
-                    let _ = outbound.set_nodelay(true);
-                    splice(inbound, outbound, mode).await;
-                }
+        let (mode, stop) = (mode.clone(), stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = serve(inbound, target, mode) => {}
             }
         });
+    }
+}
+
+/// One accepted connection, treated as the link's mode says when it arrives.
+async fn serve(inbound: TcpStream, target: SocketAddr, mode: watch::Receiver<LinkMode>) {
+    let current = *mode.borrow();
+    match current {
+        LinkMode::Refuse => drop(inbound),
+        LinkMode::Blackhole => hold_until_cut(inbound, mode).await,
+        LinkMode::Pass | LinkMode::Delay(_) => {
+            let Ok(outbound) = TcpStream::connect(target).await else {
+                return; // the node behind is down: close, like it would
+            };
+            let _ = outbound.set_nodelay(true);
+            splice(inbound, outbound, mode).await;
+        }
     }
 }
 
@@ -211,6 +249,12 @@ mod tests {
         addr
     }
 
+    async fn proxy(target: SocketAddr, tasks: &TaskTracker, stop: &CancellationToken) -> LinkProxy {
+        LinkProxy::start("127.0.0.1:0".parse().expect("addr"), target, tasks, stop)
+            .await
+            .expect("proxy")
+    }
+
     async fn roundtrip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut s = TcpStream::connect(addr).await?;
         s.write_all(msg).await?;
@@ -221,17 +265,15 @@ mod tests {
 
     #[tokio::test]
     async fn pass_forwards_both_ways() {
-        let p = LinkProxy::start("127.0.0.1:0".parse().expect("addr"), echo().await)
-            .await
-            .expect("proxy");
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
         assert_eq!(roundtrip(p.addr(), b"hello").await.expect("echo"), b"hello");
     }
 
     #[tokio::test(start_paused = true)]
     async fn blackhole_swallows_and_heal_restores() {
-        let p = LinkProxy::start("127.0.0.1:0".parse().expect("addr"), echo().await)
-            .await
-            .expect("proxy");
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
         p.set_mode(LinkMode::Blackhole);
         let r = tokio::time::timeout(Duration::from_secs(5), roundtrip(p.addr(), b"x")).await;
         assert!(r.is_err(), "a blackholed link must not answer: {r:?}");
@@ -241,9 +283,8 @@ mod tests {
 
     #[tokio::test]
     async fn refuse_closes_and_cuts_open_connections() {
-        let p = LinkProxy::start("127.0.0.1:0".parse().expect("addr"), echo().await)
-            .await
-            .expect("proxy");
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
         let mut open = TcpStream::connect(p.addr()).await.expect("connect");
         open.write_all(b"a").await.expect("write");
         let mut one = [0u8; 1];
@@ -264,9 +305,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn delay_holds_traffic_in_order() {
-        let p = LinkProxy::start("127.0.0.1:0".parse().expect("addr"), echo().await)
-            .await
-            .expect("proxy");
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
         p.set_mode(LinkMode::Delay(Duration::from_millis(300)));
         let start = Instant::now();
         assert_eq!(roundtrip(p.addr(), b"slow").await.expect("echo"), b"slow");
@@ -276,5 +316,40 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn cancelling_ends_every_task_and_open_connection() {
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
+        let mut open = TcpStream::connect(p.addr()).await.expect("connect");
+        open.write_all(b"a").await.expect("write");
+        let mut one = [0u8; 1];
+        open.read_exact(&mut one).await.expect("echo");
+        // The accept loop and the open connection's task.
+        assert_eq!(tasks.len(), 2);
+        stop.cancel();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("every proxy task ends once cancelled");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut rest))
+            .await
+            .expect("the open connection is closed");
+        assert!(n.map_or(true, |n| n == 0), "nothing more arrives");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_proxy_ends_its_tasks() {
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let p = proxy(echo().await, &tasks, &stop).await;
+        assert_eq!(roundtrip(p.addr(), b"x").await.expect("echo"), b"x");
+        drop(p);
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("a dropped proxy leaves no task behind");
+        assert!(!stop.is_cancelled(), "the owner's token is not touched");
     }
 }
