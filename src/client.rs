@@ -147,11 +147,17 @@ impl Client {
             let ch = self.channel_with_timeout(self.current, MEMBERSHIP_CALL_TIMEOUT)?;
             let mut c = ClusterClient::new(ch);
             let res = match call {
-                MembershipCall::Add { id, addr, learner } => c
+                MembershipCall::Add {
+                    id,
+                    addr,
+                    peer_addr,
+                    learner,
+                } => c
                     .add_member(pb::AddMemberRequest {
                         id: *id,
                         addr: addr.clone(),
                         learner: *learner,
+                        peer_addr: peer_addr.clone(),
                     })
                     .await
                     .map(|r| MembershipReply::Conf(r.into_inner())),
@@ -224,6 +230,7 @@ impl Client {
                 voters: s.voters,
                 learners: s.learners,
                 addresses: s.addresses,
+                peer_addresses: s.peer_addresses,
             }),
             index: 0,
         })
@@ -410,8 +417,10 @@ pub enum MembershipCall {
     Add {
         /// New node id.
         id: u64,
-        /// Its host:port.
+        /// Its client host:port.
         addr: String,
+        /// Its peer host:port; empty: the client port + 1000.
+        peer_addr: String,
         /// Stay a learner.
         learner: bool,
     },
@@ -536,6 +545,7 @@ pub fn status_table(all: &[(String, Result<pb::StatusResponse, String>)]) -> Str
                         voters: s.voters.clone(),
                         learners: s.learners.clone(),
                         addresses: s.addresses.clone(),
+                        peer_addresses: s.peer_addresses.clone(),
                     };
                     for line in format_conf(&conf).lines() {
                         out.push_str(&format!("    {line}\n"));

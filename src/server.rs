@@ -58,21 +58,32 @@ pub enum ServeError {
     Join(String),
 }
 
-/// Runs a whole node until `shutdown` resolves: binds `cfg.addr`, then [`serve`]s on it.
-pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(cfg.addr)
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.addr,
-            source,
-        })?;
-    serve(cfg, listener, shutdown).await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Like [`run`], on an already bound listener (tests bind port 0 and read the address back).
+/// Runs a whole node until `shutdown` resolves: binds `cfg.addr` (clients) and `cfg.peer_addr`
+/// (peers), then [`serve`]s on them.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    if cfg.addr == cfg.peer_addr {
+        return Err(ServeError::Node(NodeError::Config(format!(
+            "the client and peer listeners cannot share {}",
+            cfg.addr
+        ))));
+    }
+    let client = bind(cfg.addr).await?;
+    let peer = bind(cfg.peer_addr).await?;
+    serve(cfg, client, peer, shutdown).await
+}
+
+/// Like [`run`], on already bound listeners: `client` serves `ChatService`, `Cluster`, health
+/// and reflection; `peer` serves only the `Raft` service, behind peer authentication.
 pub async fn serve(
     mut cfg: NodeConfig,
-    listener: TcpListener,
+    client: TcpListener,
+    peer: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     if let Some(j) = cfg.join.clone() {
@@ -84,7 +95,7 @@ pub async fn serve(
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
     let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
-        .with_token(cfg.cluster_token.clone())
+        .with_auth(cfg.peer_auth()?)
         .with_draining(node.draining());
     let chat = ChatApi::new(node.clone());
     let cluster = ClusterApi::new(node.clone());
@@ -125,17 +136,25 @@ pub async fn serve(
     if let Some(j) = cfg.join.clone() {
         spawn_join(&node, j, join_failed.clone());
     }
-    tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
+    tracing::info!(id = cfg.id, addr = %cfg.addr, peer_addr = %cfg.peer_addr,
+        peer_auth = !cfg.cluster_secrets.is_empty(), "serving gRPC");
+    // The peer listener serves the Raft service and nothing else; it stops with the drain.
+    let peer_drained = node.draining();
+    let peer_server = node.spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::raft_server::RaftServer::new(raft)
+                    .max_decoding_message_size(PEER_MESSAGE_LIMIT)
+                    .max_encoding_message_size(PEER_MESSAGE_LIMIT),
+            )
+            .serve_with_incoming_shutdown(nodelay_incoming(peer), peer_drained.cancelled_owned()),
+    );
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            pb::raft_server::RaftServer::new(raft)
-                .max_decoding_message_size(PEER_MESSAGE_LIMIT)
-                .max_encoding_message_size(PEER_MESSAGE_LIMIT),
-        )
         .add_service(
             // Decode well past the text limit, so an oversized message gets the precise
             // INVALID_ARGUMENT from validation rather than a transport-level refusal.
@@ -143,9 +162,16 @@ pub async fn serve(
                 .max_decoding_message_size(CHAT_DECODE_LIMIT),
         )
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), stop)
+        .serve_with_incoming_shutdown(nodelay_incoming(client), stop)
         .await;
     tracing::info!(id = cfg.id, "gRPC server stopped; stopping the driver");
+    node.drain();
+    let peer_served = match peer_server.await {
+        Ok(r) => r,
+        Err(e) => Err(ServeError::Node(NodeError::Internal(format!(
+            "peer server task: {e}"
+        ))))?,
+    };
     node.stop();
     let driver_result = match driver.await {
         Ok(r) => r,
@@ -161,6 +187,7 @@ pub async fn serve(
         );
     }
     served?;
+    peer_served?;
     driver_result?;
     if let Some(e) = join_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(ServeError::Join(e));

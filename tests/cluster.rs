@@ -115,8 +115,9 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_survive_two_failures() {
-    // With a cluster token: every peer call carries it, or the cluster could not elect.
-    let mut c = Cluster::start(5, &["--cluster-token", "s3cret"]);
+    // Peer authentication is on (support::Cluster gives every node a secret): every peer call
+    // is signed, or the cluster could not elect.
+    let mut c = Cluster::start(5, &[]);
     let leader = c.leader().await;
     let mut acked = vec![send_any(&c.live_addrs(), "r", "one", "five-1").await];
     let other = c.live().into_iter().find(|&i| i != leader).unwrap();
@@ -376,6 +377,7 @@ async fn bad_input_gets_precise_status_codes() {
         id,
         addr: addr.into(),
         learner: true,
+        ..Default::default()
     };
     assert_eq!(
         code(admin.add_member(add(0, "h:1")).await),

@@ -314,6 +314,7 @@ async fn membership_errors_are_precise() {
         id,
         addr: addr.into(),
         learner,
+        ..Default::default()
     };
     // A follower redirects, like a send it cannot forward.
     let st = admin(&c.addr(follower))
@@ -435,6 +436,7 @@ async fn last_voter_and_a_change_in_flight_are_refused() {
                 id: 7,
                 addr: "127.0.0.1:1".into(),
                 learner: true,
+                ..Default::default()
             })
             .await
     });
@@ -449,6 +451,7 @@ async fn last_voter_and_a_change_in_flight_are_refused() {
             id: 8,
             addr: "127.0.0.1:2".into(),
             learner: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -127,11 +127,15 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let r = request.into_inner();
         check_id(r.id)?;
         validate_addr(&r.addr).map_err(|e| node_status(e.into()))?;
+        if !r.peer_addr.is_empty() {
+            validate_addr(&r.peer_addr).map_err(|e| node_status(e.into()))?;
+        }
         let added = self
             .node
             .change_conf(ConfOp::Add {
                 id: r.id,
                 addr: r.addr,
+                peer_addr: r.peer_addr,
                 learner: r.learner,
             })
             .await

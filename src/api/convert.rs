@@ -85,6 +85,7 @@ pub fn conf_to_pb(c: &ConfState) -> pb::ConfState {
         voters: c.voters.iter().copied().collect(),
         learners: c.learners.iter().copied().collect(),
         addresses: c.addrs.clone().into_iter().collect(),
+        peer_addresses: c.peer_addrs.clone().into_iter().collect(),
     }
 }
 
@@ -124,6 +125,7 @@ pub fn status_to_pb(s: &NodeStatus, leader_addr: String) -> pb::StatusResponse {
         learners: s.learners.clone(),
         cluster_id: s.cluster_id.clone(),
         addresses: s.addrs.clone().into_iter().collect(),
+        peer_addresses: s.peer_addrs.clone().into_iter().collect(),
         removed: s.removed,
     }
 }

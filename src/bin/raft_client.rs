@@ -23,7 +23,7 @@ struct Cli {
 enum Cmd {
     /// Run a node: `raft_client run 1 127.0.0.1:50051 2=127.0.0.1:50052,3=127.0.0.1:50053`,
     /// or join a running cluster: `raft_client run 4 127.0.0.1:50054 --join 127.0.0.1:50051`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Change the membership through the leader and print the result:
     /// `cluster --addr A add <id> <addr> [--learner] | promote <id> | remove <id> |
     /// transfer-leader <id>`.
@@ -217,9 +217,13 @@ enum ClusterOp {
         /// The new node's id.
         #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         id: u64,
-        /// Its host:port, as the other nodes and clients will reach it.
+        /// Its client host:port, as clients (and forwarding nodes) will reach it.
         #[arg(value_parser = parse_member_addr)]
         member_addr: String,
+        /// Its peer host:port, where the other nodes reach its Raft service (default: the
+        /// client port + 1000).
+        #[arg(long, value_parser = parse_member_addr)]
+        peer_addr: Option<String>,
         /// Keep it a (non-voting) learner.
         #[arg(long)]
         learner: bool,
@@ -241,6 +245,36 @@ enum ClusterOp {
         /// The voter's id, or 0.
         id: u64,
     },
+    /// Print a join token for a new node (`run ... --join ADDR --join-token T`), read from a
+    /// member's data directory: the cluster id and its signing secret. Needs no --addr; treat
+    /// the token like the secret itself.
+    JoinToken {
+        /// A member's data directory (holds `cluster.secret` and `node.json`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// `raft_client cluster join-token`: the token for the cluster whose member owns `data_dir`.
+fn print_join_token(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let Some(cluster) = rustyraft::node::stored_cluster_id(data_dir) else {
+        usage_error(&format!(
+            "{} is not a node's data directory (no readable node.json)",
+            data_dir.display()
+        ));
+    };
+    let secrets = match rustyraft::node::read_secrets(&data_dir.join(rustyraft::node::SECRET_FILE))
+    {
+        Ok(s) => s,
+        Err(e) => usage_error(&format!(
+            "{e} (a cluster without a secret needs no join token)"
+        )),
+    };
+    println!(
+        "{}",
+        rustyraft::node::join::encode_join_token(&cluster, &secrets[0])
+    );
+    Ok(())
 }
 
 fn parse_member_addr(s: &str) -> Result<String, String> {
@@ -255,17 +289,28 @@ struct RunArgs {
     /// This node's id (a small positive integer).
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     id: u64,
-    /// Address to listen on, host:port (0.0.0.0:PORT listens on every interface).
+    /// Address the client services listen on, host:port (0.0.0.0:PORT listens on every
+    /// interface).
     addr: SocketAddr,
+    /// Address the peer Raft service listens on (never the client port). Default: the client
+    /// address with its port + 1000.
+    #[arg(long)]
+    peer_addr: Option<SocketAddr>,
+    /// Peer address the other members reach this node at, when it differs from the advertised
+    /// client host with the peer port.
+    #[arg(long, value_parser = parse_member_addr)]
+    advertise_peer: Option<String>,
     /// Address the other members and clients reach this node at, host:port, when it differs
     /// from the listen address (a container listening on 0.0.0.0 and known as `node1:50051`).
     /// Defaults to the listen address. This node's entry in `peers`, if present, must equal it.
     #[arg(long)]
     advertise: Option<String>,
-    /// Members of a new cluster, comma-separated `id=host:port`; this node's own entry is
-    /// allowed. Only seeds a fresh data directory: afterwards the replicated membership rules.
-    #[arg(value_parser = parse_peers)]
-    peers: Option<BTreeMap<u64, String>>,
+    /// Members of a new cluster, comma-separated `id=host:port` (client addresses; each peer
+    /// listener is at the client port + 1000), or `id=host:port@host:peerport` to give the
+    /// peer address. This node's own entry is allowed. Only seeds a fresh data directory:
+    /// afterwards the replicated membership rules.
+    #[arg(value_parser = parse_members)]
+    peers: Option<Members>,
     /// Join a running cluster instead: client addresses of one or more of its nodes,
     /// comma-separated. The node starts empty, learns the cluster id and the members from them,
     /// and asks the leader to add it (as a voter once caught up, unless --learner). Harmless on
@@ -275,8 +320,9 @@ struct RunArgs {
     /// With --join: join as a non-voting learner and stay one.
     #[arg(long, requires = "join")]
     learner: bool,
-    /// Dial some peers at another address than the replicated one, `ID=host:port,...` (the
-    /// launcher routes every peer link through its fault-injecting proxies this way).
+    /// Dial some peers' Raft services at another address than the replicated peer address,
+    /// `ID=host:port,...` (the launcher routes every peer link through its fault-injecting
+    /// proxies this way).
     #[arg(long, value_parser = parse_peers)]
     route: Option<BTreeMap<u64, String>>,
     /// Data directory (default `./data/node-<id>`); `<dir>/raft` holds the log.
@@ -286,9 +332,20 @@ struct RunArgs {
     /// cluster's own id (giving one checks it).
     #[arg(long)]
     cluster_id: Option<String>,
-    /// Shared secret required on every peer call (refused with UNAUTHENTICATED without it).
+    /// File with the cluster secret (one per line: the first signs peer calls, every line is
+    /// accepted, for rotation). Kept in `<data-dir>/cluster.secret`, so restarts need no flag.
+    /// Without it, the environment variable RUSTYRAFT_CLUSTER_SECRET (comma-separated) is used.
+    /// Peer calls without valid credentials are refused (UNAUTHENTICATED) and change nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "join_token")]
+    cluster_secret_file: Option<PathBuf>,
+    /// With --join: the cluster id and secret in one string, from `raft_client cluster
+    /// join-token --data-dir <a member's data dir>`.
+    #[arg(long, requires = "join")]
+    join_token: Option<String>,
+    /// Run without peer authentication even though the peer listener is reachable beyond
+    /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
     #[arg(long)]
-    cluster_token: Option<String>,
+    insecure_peers: bool,
     /// Heartbeat interval (one tick), in milliseconds.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
@@ -308,6 +365,35 @@ struct RunArgs {
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// Environment variable with the cluster secret(s), comma-separated, used when no
+/// `--cluster-secret-file` is given (the compose file passes the secret this way).
+const CLUSTER_SECRET_ENV: &str = "RUSTYRAFT_CLUSTER_SECRET";
+
+/// Bootstrap members: client addresses, and the peer addresses given explicitly.
+#[derive(Clone, Debug, Default)]
+struct Members {
+    client: BTreeMap<u64, String>,
+    peer: BTreeMap<u64, String>,
+}
+
+fn parse_members(s: &str) -> Result<Members, String> {
+    let mut m = Members::default();
+    for (id, a) in parse_peers(s)? {
+        match a.split_once('@') {
+            Some((client, peer)) => {
+                parse_member_addr(client)?;
+                parse_member_addr(peer)?;
+                m.client.insert(id, client.to_string());
+                m.peer.insert(id, peer.to_string());
+            }
+            None => {
+                m.client.insert(id, a);
+            }
+        }
+    }
+    Ok(m)
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -363,7 +449,8 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     if let Err(e) = rustyraft::node::membership::validate_addr(&advertised) {
         usage_error(&format!("--advertise: {e}"));
     }
-    let mut peers = a.peers.unwrap_or_default();
+    let members = a.peers.unwrap_or_default();
+    let mut peers = members.client;
     if a.join.is_none() {
         match peers.get(&a.id) {
             Some(own) if own != &advertised => usage_error(&format!(
@@ -379,6 +466,39 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut cfg = NodeConfig::new(a.id, a.addr, peers);
     cfg.advertise = Some(advertised);
+    cfg.peer_addrs = members.peer;
+    if let Some(p) = a.peer_addr {
+        cfg.peer_addr = p;
+    }
+    if cfg.peer_addr == cfg.addr {
+        usage_error("--peer-addr must differ from the client address");
+    }
+    cfg.advertise_peer = a.advertise_peer;
+    cfg.insecure_peers = a.insecure_peers;
+    if let Some(f) = &a.cluster_secret_file {
+        match rustyraft::node::read_secrets(f) {
+            Ok(s) => cfg.cluster_secrets = s,
+            Err(e) => usage_error(&e.to_string()),
+        }
+    } else if let Ok(s) = std::env::var(CLUSTER_SECRET_ENV) {
+        // For containers: compose hands the secret over in the environment.
+        cfg.cluster_secrets = s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    let mut token_cluster = None;
+    if let Some(t) = &a.join_token {
+        match rustyraft::node::join::decode_join_token(t) {
+            Ok((cluster, secret)) => {
+                cfg.cluster_secrets = vec![secret];
+                token_cluster = Some(cluster);
+            }
+            Err(e) => usage_error(&format!("--join-token: {e}")),
+        }
+    }
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }
@@ -394,14 +514,37 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         if targets.is_empty() {
             usage_error("--join needs at least one host:port");
         }
+        if let (Some(want), Some(got)) = (&a.cluster_id, &token_cluster) {
+            if want != got {
+                usage_error(&format!(
+                    "--cluster-id is {want:?} but the join token is for cluster {got:?}"
+                ));
+            }
+        }
         cfg.join = Some(JoinConfig {
             targets,
             learner: a.learner,
-            expect_cluster_id: a.cluster_id.clone(),
+            expect_cluster_id: a.cluster_id.clone().or(token_cluster.clone()),
         });
     }
-    cfg.cluster_id = a.cluster_id.unwrap_or_else(|| "rustyraft".into());
-    cfg.cluster_token = a.cluster_token;
+    cfg.cluster_id = a
+        .cluster_id
+        .or(token_cluster)
+        .unwrap_or_else(|| "rustyraft".into());
+    if cfg.cluster_secrets.is_empty() {
+        // A restart: the data directory keeps the secret it was given.
+        let kept = cfg.data_dir.join(rustyraft::node::SECRET_FILE);
+        if kept.exists() {
+            match rustyraft::node::read_secrets(&kept) {
+                Ok(s) => cfg.cluster_secrets = s,
+                Err(e) => usage_error(&e.to_string()),
+            }
+        }
+    }
+    // Refuse an open peer listener beyond loopback (and a weak secret) before anything starts.
+    if let Err(e) = cfg.peer_auth() {
+        usage_error(&e.to_string());
+    }
     cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
@@ -414,22 +557,25 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
 const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 
 async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
-    let Some(addr) = a.addr else {
-        usage_error("cluster: --addr is required (one or more node addresses, comma-separated)");
-    };
     let call = match &a.op {
+        ClusterOp::JoinToken { data_dir } => return print_join_token(data_dir),
         ClusterOp::Add {
             id,
             member_addr,
+            peer_addr,
             learner,
         } => MembershipCall::Add {
             id: *id,
             addr: member_addr.clone(),
+            peer_addr: peer_addr.clone().unwrap_or_default(),
             learner: *learner,
         },
         ClusterOp::Promote { id } => MembershipCall::Promote { id: *id },
         ClusterOp::Remove { id } => MembershipCall::Remove { id: *id },
         ClusterOp::TransferLeader { id } => MembershipCall::TransferLeader { id: *id },
+    };
+    let Some(addr) = a.addr else {
+        usage_error("cluster: --addr is required (one or more node addresses, comma-separated)");
     };
     let mut c = Client::new(&addr)?;
     match c.membership(&call, CLUSTER_DEADLINE).await? {
@@ -444,7 +590,7 @@ async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
                 }
                 ClusterOp::Promote { id } => format!("promoted node {id} to voter"),
                 ClusterOp::Remove { id } => format!("removed node {id}"),
-                ClusterOp::TransferLeader { .. } => String::new(),
+                ClusterOp::TransferLeader { .. } | ClusterOp::JoinToken { .. } => String::new(),
             };
             if r.index == 0 {
                 println!("{what} (already so: nothing changed)");
@@ -502,7 +648,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res: anyhow::Result<()> = match cli.cmd {
-        Cmd::Run(a) => run_node(a).await,
+        Cmd::Run(a) => run_node(*a).await,
         Cmd::Cluster(a) => run_cluster(a).await,
         Cmd::Send {
             addr,

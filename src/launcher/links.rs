@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::processes::{node_addr, LaunchError, NodeId, MAX_NODES};
+use super::processes::{node_peer_addr, LaunchError, NodeId, MAX_NODES};
 use super::proxy::{LinkMode, LinkProxy};
 
 /// Every proxied peer link of the cluster and the faults set on them.
@@ -51,18 +51,22 @@ impl Links {
             if i == j || self.proxies.contains_key(&(i, j)) {
                 continue;
             }
-            let target = node_addr(self.base_port, j);
+            // Peer links go to the peer listener (client port + 1000), never the client port.
+            let target = node_peer_addr(self.base_port, j);
             let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
             // An ephemeral port may fall inside the nodes' port range and take the port of a
             // node that starts later: pick again (a few tries, then accept it).
             let nodes = self.base_port..self.base_port.saturating_add(MAX_NODES as u16);
+            let peer_base = node_peer_addr(self.base_port, 1).port();
+            let peers = peer_base..peer_base.saturating_add(MAX_NODES as u16);
             let mut tries = 0;
             let p = loop {
                 let p = LinkProxy::start(any, target, &self.tasks, &self.stop)
                     .await
                     .map_err(|e| LaunchError::Io(format!("proxy {i}->{j}"), e))?;
                 tries += 1;
-                if !nodes.contains(&p.addr().port()) || tries >= 20 {
+                let port = p.addr().port();
+                if !(nodes.contains(&port) || peers.contains(&port)) || tries >= 20 {
                     break p;
                 }
             };

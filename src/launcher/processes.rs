@@ -22,7 +22,7 @@ mod startup;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,10 +130,10 @@ pub struct LocalCluster {
     last_id: NodeId,
     /// The peer link proxies and the faults set on them.
     links: Links,
-    /// Ports of ids not started yet, held open until `add` starts them: otherwise the kernel
-    /// may hand one out as the local port of some outgoing connection (they are in the
-    /// ephemeral range), and the node could not listen on it.
-    reserved: BTreeMap<NodeId, std::net::TcpListener>,
+    /// Client and peer ports of ids not started yet, held open until `add` starts them:
+    /// otherwise the kernel may hand one out as the local port of some outgoing connection
+    /// (they are in the ephemeral range), and the node could not listen on it.
+    reserved: BTreeMap<NodeId, (std::net::TcpListener, Option<std::net::TcpListener>)>,
     /// Every task the launcher starts (see the module doc), and what cancels them.
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -155,9 +155,9 @@ impl LocalCluster {
             last_id: cfg.nodes,
             reserved: (cfg.nodes + 1..=MAX_NODES)
                 .filter_map(|j| {
-                    std::net::TcpListener::bind(node_addr(cfg.base_port, j))
-                        .ok()
-                        .map(|l| (j, l))
+                    let client = std::net::TcpListener::bind(node_addr(cfg.base_port, j)).ok()?;
+                    let peer = std::net::TcpListener::bind(node_peer_addr(cfg.base_port, j)).ok();
+                    Some((j, (client, peer)))
                 })
                 .collect(),
             links: Links::new(cfg.base_port, tasks.clone(), stop.clone()),
@@ -255,11 +255,14 @@ impl LocalCluster {
             vec![peers.join(",")]
         };
         let dir = self.cfg.data_dir.join(format!("node-{id}"));
+        let secret = ensure_secret(&self.cfg.data_dir)?;
         let mut cmd = Command::new(&self.cfg.bin);
         cmd.arg("run")
             .arg(id.to_string())
             .arg(self.addr(id).to_string())
             .args(&members)
+            .arg("--cluster-secret-file")
+            .arg(&secret)
             .arg("--route")
             .arg(self.links.routes(id))
             .arg("--data-dir")
@@ -484,4 +487,42 @@ impl LocalCluster {
 pub(super) fn node_addr(base_port: u16, id: NodeId) -> SocketAddr {
     let port = base_port.saturating_add((id - 1) as u16);
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Node `id`'s peer address (its `Raft` service): the client port + 1000, the nodes' default.
+pub(super) fn node_peer_addr(base_port: u16, id: NodeId) -> SocketAddr {
+    let client = node_addr(base_port, id);
+    SocketAddr::new(
+        client.ip(),
+        client.port().saturating_add(crate::raft::PEER_PORT_OFFSET),
+    )
+}
+
+/// The cluster secret every node of this launcher gets (`<data-dir>/cluster.secret`), made
+/// once with the OS's CSPRNG and kept, so a restarted launcher on the same data directory
+/// still speaks to its nodes.
+fn ensure_secret(data_dir: &Path) -> Result<PathBuf, LaunchError> {
+    let path = data_dir.join(crate::node::SECRET_FILE);
+    if path.exists() {
+        return Ok(path);
+    }
+    let secret = crate::transport::generate_secret().map_err(|e| {
+        LaunchError::Io(
+            "generate the cluster secret".into(),
+            std::io::Error::other(e),
+        )
+    })?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(format!("{secret}\n").as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|e| LaunchError::Io(format!("write {}", path.display()), e))?;
+    Ok(path)
 }

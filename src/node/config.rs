@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::NodeError;
-use crate::raft::NodeId;
+use crate::raft::{default_peer_addr, ConfState, NodeId, PEER_PORT_OFFSET};
+use crate::transport::PeerAuth;
 
 /// Makes sure `data_dir` belongs to node `id` of `cluster_id`: records both in
 /// `<data-dir>/node.json` on first use and refuses to start on a mismatch, so a data directory
@@ -54,9 +55,12 @@ pub fn stored_cluster_id(data_dir: &Path) -> Option<String> {
 pub struct NodeConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// Address to listen on; also what peers and clients are told unless this node's own
-    /// `peers` entry says otherwise (see [`NodeConfig::advertised_addr`]).
+    /// Address the client services listen on; also what clients are told unless this node's
+    /// own `peers` entry says otherwise (see [`NodeConfig::advertised_addr`]).
     pub addr: SocketAddr,
+    /// Address the peer `Raft` service listens on. Never the client port: clients cannot even
+    /// reach the Raft service. Default: the client port + [`PEER_PORT_OFFSET`].
+    pub peer_addr: SocketAddr,
     /// The initial members (every voter's address, this node included) for a node that
     /// bootstraps a new cluster. Empty for a node that joins an existing cluster (`--join`) or
     /// restarts from storage that already knows the membership: storage is the authority then,
@@ -65,6 +69,12 @@ pub struct NodeConfig {
     /// Address this node tells others to reach it at when `peers` has no entry for it (a
     /// joining node); `None` means the listen address.
     pub advertise: Option<String>,
+    /// Explicit peer addresses of bootstrap members (`id=CLIENT@PEER`); a member missing here
+    /// is reached at its client port + [`PEER_PORT_OFFSET`].
+    pub peer_addrs: BTreeMap<NodeId, String>,
+    /// Peer address this node tells others (`--advertise-peer`); `None` means the advertised
+    /// client host with the peer listen port.
+    pub advertise_peer: Option<String>,
     /// Local dialling overrides (`--route ID=ADDR`): reach node ID at ADDR instead of its
     /// replicated address. The launcher routes every peer link through its fault proxies this
     /// way; the replicated membership keeps the real addresses that clients and other nodes use.
@@ -73,6 +83,8 @@ pub struct NodeConfig {
     /// to reach peers before this node has learned the membership itself: a fresh joiner must
     /// answer the leader's first AppendEntries before any configuration entry reaches it.
     pub known_addrs: BTreeMap<NodeId, String>,
+    /// Peer addresses learned the same way.
+    pub known_peer_addrs: BTreeMap<NodeId, String>,
     /// Join an existing cluster after starting (`--join`); `None` for a node that bootstraps
     /// or restarts.
     pub join: Option<JoinConfig>,
@@ -80,8 +92,13 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Peers with another cluster id are refused.
     pub cluster_id: String,
-    /// Shared secret: when set, peer calls without it are refused (UNAUTHENTICATED).
-    pub cluster_token: Option<String>,
+    /// Cluster secrets for peer authentication (the first signs, all verify: see
+    /// [`crate::transport::PeerAuth`]). Empty: this node neither signs nor checks peer calls,
+    /// which [`NodeConfig::peer_auth`] allows only on loopback or with `insecure_peers`.
+    pub cluster_secrets: Vec<String>,
+    /// Accept running without peer authentication on a peer listener reachable beyond
+    /// loopback (`--insecure-peers`).
+    pub insecure_peers: bool,
     /// Length of one tick; the leader heartbeats every tick.
     pub heartbeat: Duration,
     /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
@@ -103,14 +120,19 @@ impl NodeConfig {
         NodeConfig {
             id,
             addr,
+            peer_addr: SocketAddr::new(addr.ip(), addr.port().saturating_add(PEER_PORT_OFFSET)),
             peers,
             advertise: None,
+            peer_addrs: BTreeMap::new(),
+            advertise_peer: None,
             routes: BTreeMap::new(),
             known_addrs: BTreeMap::new(),
+            known_peer_addrs: BTreeMap::new(),
             join: None,
             data_dir: PathBuf::from(format!("data/node-{id}")),
             cluster_id: "rustyraft".into(),
-            cluster_token: None,
+            cluster_secrets: Vec::new(),
+            insecure_peers: false,
             heartbeat: Duration::from_millis(50),
             election_ticks: 6,
             snapshot_threshold: 10_000,
@@ -139,6 +161,125 @@ impl NodeConfig {
             .or_else(|| self.known_addrs.get(&id))
             .map(String::as_str)
     }
+
+    /// The peer address others reach this node's `Raft` service at: its explicit bootstrap
+    /// entry, else `advertise_peer`, else the advertised client host with the peer listen
+    /// port.
+    pub fn advertised_peer_addr(&self) -> String {
+        if let Some(a) = self
+            .peer_addrs
+            .get(&self.id)
+            .or(self.advertise_peer.as_ref())
+        {
+            return a.clone();
+        }
+        let client = self.advertised_addr();
+        match client.rsplit_once(':') {
+            Some((host, _)) => format!("{host}:{}", self.peer_addr.port()),
+            None => self.peer_addr.to_string(),
+        }
+    }
+
+    /// Peer address of a node from the static configuration, for when the replicated
+    /// membership does not know it: explicit entries, else derived from its client address.
+    pub fn peer_addr_of(&self, id: NodeId) -> Option<String> {
+        if id == self.id {
+            return Some(self.advertised_peer_addr());
+        }
+        self.peer_addrs
+            .get(&id)
+            .or_else(|| self.known_peer_addrs.get(&id))
+            .cloned()
+            .or_else(|| self.addr_of(id).and_then(default_peer_addr))
+    }
+
+    /// The membership a fresh data directory starts with: the bootstrap voters, their client
+    /// addresses and (recorded explicitly, so later nodes need not guess) their peer addresses.
+    /// Empty for a node that joins.
+    pub fn bootstrap_conf(&self) -> ConfState {
+        let mut conf = ConfState::with_voters(self.peers.keys().copied());
+        conf.addrs = self.peers.clone();
+        conf.peer_addrs = self
+            .peers
+            .keys()
+            .filter_map(|&id| Some((id, self.peer_addr_of(id)?)))
+            .collect();
+        conf
+    }
+
+    /// The peer authentication this node runs with. Refuses to run without it when the peer
+    /// listener is reachable beyond loopback, unless `insecure_peers` says so: an open peer
+    /// port lets anyone who reaches it rewrite the log.
+    pub fn peer_auth(&self) -> Result<Option<PeerAuth>, NodeError> {
+        if self.cluster_secrets.is_empty() {
+            if !self.peer_addr.ip().is_loopback() && !self.insecure_peers {
+                return Err(NodeError::Config(format!(
+                    "the peer listener {} is reachable beyond loopback but no cluster secret is \
+                     set: give --cluster-secret-file (or --join-token), or --insecure-peers to \
+                     run without peer authentication",
+                    self.peer_addr
+                )));
+            }
+            return Ok(None);
+        }
+        PeerAuth::new(&self.cluster_id, &self.cluster_secrets)
+            .map(Some)
+            .map_err(|e| NodeError::Config(format!("cluster secret: {e}")))
+    }
+}
+
+/// File in the data directory that keeps the cluster secrets, one per line (the first signs).
+pub const SECRET_FILE: &str = "cluster.secret";
+
+/// Reads cluster secrets: one per line, blank lines and `#` comments ignored.
+pub fn read_secrets(path: &Path) -> Result<Vec<String>, NodeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NodeError::Config(format!("cluster secret file {}: {e}", path.display())))?;
+    let secrets: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if secrets.is_empty() {
+        return Err(NodeError::Config(format!(
+            "cluster secret file {} holds no secret",
+            path.display()
+        )));
+    }
+    Ok(secrets)
+}
+
+/// The secrets a node runs with: `given` ones (from `--cluster-secret-file` or a join token)
+/// replace those kept in `<data-dir>/cluster.secret` and are kept there (mode 0600, written
+/// atomically), so a restart needs no flag; without `given`, the kept ones; else none.
+pub fn settle_secrets(data_dir: &Path, given: &[String]) -> Result<Vec<String>, NodeError> {
+    let path = data_dir.join(SECRET_FILE);
+    if given.is_empty() {
+        return match path.exists() {
+            true => read_secrets(&path),
+            false => Ok(Vec::new()),
+        };
+    }
+    let io = |e: std::io::Error| NodeError::Io(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let tmp = data_dir.join(format!("{SECRET_FILE}.tmp"));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(format!("{}\n", given.join("\n")).as_bytes())
+            .map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(given.to_vec())
 }
 
 /// How a node joins an existing cluster (`raft_client run ... --join A[,B...]`).

@@ -143,13 +143,12 @@ impl Driver<NodeStorage> {
     /// Opens storage, restores the state machine from the latest snapshot, starts the transport
     /// and spawns the driver task. Returns the handle for the API, the sender the `Raft` gRPC
     /// service feeds, and the task (which ends on shutdown or on a fatal error).
-    pub fn start(cfg: NodeConfig) -> Result<Started, NodeError> {
+    pub fn start(mut cfg: NodeConfig) -> Result<Started, NodeError> {
         super::check_identity(&cfg.data_dir, cfg.id, &cfg.cluster_id)?;
+        cfg.cluster_secrets = super::settle_secrets(&cfg.data_dir, &cfg.cluster_secrets)?;
         // A joining node starts with no membership at all (never a voter, so it never campaigns)
         // and learns it from the leader.
-        let mut conf = ConfState::with_voters(cfg.peers.keys().copied());
-        conf.addrs = cfg.peers.clone();
-        let storage = open_storage(&cfg.data_dir.join("raft"), &conf)?;
+        let storage = open_storage(&cfg.data_dir.join("raft"), &cfg.bootstrap_conf())?;
         Self::start_with(cfg, storage)
     }
 }
@@ -183,7 +182,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let transport = Transport::start(
             cfg.id,
             &cfg.cluster_id,
-            cfg.cluster_token.as_deref(),
+            cfg.peer_auth()?,
             &BTreeMap::new(),
             &cfg.routes,
             life.stop.child_token(),
@@ -319,6 +318,15 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     fn leader_addr(&self, leader: Option<NodeId>) -> Option<(NodeId, String)> {
         leader.map(|id| (id, self.addr_of(id)))
+    }
+
+    /// A member's peer address: the replicated one (or its default), else the static
+    /// configuration's.
+    pub(super) fn peer_addr_of(&self, id: NodeId) -> Option<String> {
+        self.raft
+            .conf()
+            .peer_addr(id)
+            .or_else(|| self.cfg.peer_addr_of(id))
     }
 
     /// A member's address for clients: the replicated one, else the static configuration's.
@@ -733,6 +741,11 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             voters: r.conf().voters.iter().copied().collect(),
             learners: r.conf().learners.iter().copied().collect(),
             addrs: r.conf().addrs.clone(),
+            peer_addrs: r
+                .conf()
+                .members()
+                .filter_map(|id| Some((id, self.peer_addr_of(id)?)))
+                .collect(),
             removed: self.removed,
             cluster_id: self.cfg.cluster_id.clone(),
         };

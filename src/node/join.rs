@@ -55,6 +55,9 @@ pub async fn prepare(cfg: &mut NodeConfig, j: &JoinConfig) -> Result<(), String>
         for (id, a) in s.addresses {
             cfg.known_addrs.entry(id).or_insert(a);
         }
+        for (id, a) in s.peer_addresses {
+            cfg.known_peer_addrs.entry(id).or_insert(a);
+        }
         if s.leader_id != 0 && !s.leader_addr.is_empty() {
             cfg.known_addrs.entry(s.leader_id).or_insert(s.leader_addr);
         }
@@ -143,6 +146,7 @@ pub async fn add_self(node: NodeHandle, join: JoinConfig) -> Result<String, Stri
     let call = MembershipCall::Add {
         id: cfg.id,
         addr: addr.clone(),
+        peer_addr: cfg.advertised_peer_addr(),
         learner: join.learner,
     };
     let mut client = Client::new(&join.targets.join(",")).map_err(|e| e.to_string())?;
@@ -178,6 +182,65 @@ pub async fn add_self(node: NodeHandle, join: JoinConfig) -> Result<String, Stri
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => return Err(format!("could not join the cluster: {e}")),
+        }
+    }
+}
+
+/// Prefix of a join token (format version 1).
+const JOIN_TOKEN_PREFIX: &str = "rrj1";
+
+/// A join token: what a new node needs to speak Raft with a cluster, in one string an operator
+/// can pass along: the cluster id and the signing cluster secret (`raft_client cluster
+/// join-token --data-dir D` prints it from a member's data directory; `run --join ...
+/// --join-token T` uses it). It is as sensitive as the secret itself.
+pub fn encode_join_token(cluster_id: &str, secret: &str) -> String {
+    format!(
+        "{JOIN_TOKEN_PREFIX}.{}.{}",
+        hex::encode(cluster_id),
+        hex::encode(secret)
+    )
+}
+
+/// Reads a join token back: `(cluster id, secret)`, or why it is not one.
+pub fn decode_join_token(token: &str) -> Result<(String, String), String> {
+    let bad =
+        || "not a join token (expected rrj1.<hex>.<hex>, from `raft_client cluster join-token`)";
+    let mut parts = token.trim().split('.');
+    let (Some(JOIN_TOKEN_PREFIX), Some(id), Some(secret), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad().into());
+    };
+    let text = |h: &str| {
+        hex::decode(h)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad().to_string())
+    };
+    Ok((text(id)?, text(secret)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_tokens_round_trip_and_garbage_is_refused() {
+        let t = encode_join_token("my.cluster", "s3cret.with.dots-0123456789");
+        assert_eq!(
+            decode_join_token(&t).unwrap(),
+            ("my.cluster".into(), "s3cret.with.dots-0123456789".into())
+        );
+        for junk in [
+            "",
+            "rrj1",
+            "rrj1.zz.00",
+            "rrj2.6161.6262",
+            "rrj1.6161.6262.63",
+            "rrj1..6262",
+        ] {
+            assert!(decode_join_token(junk).is_err(), "{junk:?}");
         }
     }
 }

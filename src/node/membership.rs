@@ -7,7 +7,7 @@
 //! driver applies them when a request arrives and proposes the result; the consensus core still
 //! enforces its own invariants (one change in flight, one voter changed at a time).
 
-use crate::raft::{ConfState, NodeId};
+use crate::raft::{default_peer_addr, ConfState, NodeId};
 
 /// Most entries a learner may trail the leader's last index by and still be promoted: small, so
 /// that a freshly promoted voter never makes the cluster wait for it to catch up, and large
@@ -23,8 +23,11 @@ pub enum ConfOp {
     Add {
         /// The new node's id.
         id: NodeId,
-        /// Its `host:port`.
+        /// Its client `host:port`.
         addr: String,
+        /// Its peer `host:port` (where its `Raft` service listens); empty: the client port +
+        /// 1000.
+        peer_addr: String,
         /// Stay a learner.
         learner: bool,
     },
@@ -98,12 +101,33 @@ pub fn plan(
     op: &ConfOp,
 ) -> Result<Option<ConfState>, MembershipError> {
     match op {
-        ConfOp::Add { id, addr, learner } => {
+        ConfOp::Add {
+            id,
+            addr,
+            peer_addr,
+            learner,
+        } => {
             let id = *id;
             if id == 0 {
                 return Err(MembershipError::InvalidArgument(
                     "node id 0 is not valid".into(),
                 ));
+            }
+            let peer_addr = match peer_addr.as_str() {
+                "" => default_peer_addr(addr).ok_or_else(|| {
+                    MembershipError::InvalidArgument(format!(
+                        "no default peer address for {addr}: give one"
+                    ))
+                })?,
+                p => p.to_string(),
+            };
+            if let Some(other) = conf
+                .members()
+                .find(|&o| o != id && conf.peer_addr(o).as_deref() == Some(peer_addr.as_str()))
+            {
+                return Err(MembershipError::AlreadyExists(format!(
+                    "peer address {peer_addr} is already used by node {other}"
+                )));
             }
             if let Some((other, _)) = conf
                 .addrs
@@ -133,6 +157,7 @@ pub fn plan(
             let mut next = conf.clone();
             next.learners.insert(id);
             next.addrs.insert(id, addr.clone());
+            next.peer_addrs.insert(id, peer_addr);
             Ok(Some(next))
         }
         ConfOp::Promote { id } => {
@@ -244,6 +269,7 @@ mod tests {
         let c = conf(&[1, 2, 3], &[]);
         let none = |_| None;
         let add = |id, addr: &str, learner| ConfOp::Add {
+            peer_addr: String::new(),
             id,
             addr: addr.into(),
             learner,

@@ -52,6 +52,8 @@ pub struct NodeStatus {
     pub learners: Vec<NodeId>,
     /// Every member's address, from the replicated membership.
     pub addrs: BTreeMap<NodeId, String>,
+    /// Every member's peer address (replicated, or the default for its client address).
+    pub peer_addrs: BTreeMap<NodeId, String>,
     /// This node was a member and has seen itself removed from the membership: it takes no
     /// further part in the cluster (it never campaigns and nobody replicates to it).
     pub removed: bool,
@@ -76,6 +78,7 @@ impl NodeStatus {
             voters: Vec::new(),
             learners: Vec::new(),
             addrs: BTreeMap::new(),
+            peer_addrs: BTreeMap::new(),
             removed: false,
             cluster_id,
         }

@@ -41,6 +41,6 @@ pub use self::progress::{Progress, ProgressState};
 pub use self::ready::Ready;
 pub use self::storage::{after_snapshot, LogStore, MemStorage, RaftState, SnapshotStager, Storage};
 pub use self::types::{
-    ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
-    Snapshot, SnapshotMeta, SoftState,
+    default_peer_addr, ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId,
+    ReadState, Role, Snapshot, SnapshotMeta, SoftState, PEER_PORT_OFFSET,
 };

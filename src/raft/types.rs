@@ -68,6 +68,22 @@ pub struct ConfState {
     /// it: replicating addresses with the membership is what lets a node that joins later, or
     /// restarts, find its peers without any side channel.
     pub addrs: BTreeMap<NodeId, String>,
+    /// Peer address (`host:port`) of each member: where its `Raft` service listens, apart from
+    /// the client address in `addrs`. Opaque to the core, like `addrs`. A member missing here
+    /// (a configuration written before peer listeners existed) is reached at its client port
+    /// plus [`PEER_PORT_OFFSET`] (see [`ConfState::peer_addr`]).
+    pub peer_addrs: BTreeMap<NodeId, String>,
+}
+
+/// What a member's peer port is when nobody said otherwise: its client port plus this.
+pub const PEER_PORT_OFFSET: u16 = 1000;
+
+/// The default peer address for a client address: the same host, port + [`PEER_PORT_OFFSET`].
+/// `None` when `client` has no numeric port or the sum overflows.
+pub fn default_peer_addr(client: &str) -> Option<String> {
+    let (host, port) = client.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(format!("{host}:{}", port.checked_add(PEER_PORT_OFFSET)?))
 }
 
 impl ConfState {
@@ -77,6 +93,16 @@ impl ConfState {
             voters: voters.into_iter().collect(),
             learners: BTreeSet::new(),
             addrs: BTreeMap::new(),
+            peer_addrs: BTreeMap::new(),
+        }
+    }
+
+    /// Where member `id`'s `Raft` service listens: its recorded peer address, else the default
+    /// derived from its client address.
+    pub fn peer_addr(&self, id: NodeId) -> Option<String> {
+        match self.peer_addrs.get(&id) {
+            Some(a) => Some(a.clone()),
+            None => self.addrs.get(&id).and_then(|a| default_peer_addr(a)),
         }
     }
 
@@ -103,8 +129,9 @@ impl ConfState {
     }
 
     /// Encodes the configuration for a `ConfChange` entry: voter count, voters, learner count,
-    /// learners, then address count and (id, length, UTF-8 bytes) per address; integers are
-    /// little-endian u64. The address section may be absent (an empty address book).
+    /// learners, then address count and (id, length, UTF-8 bytes) per address, then the same
+    /// for peer addresses; integers are little-endian u64. Trailing sections may be absent (an
+    /// empty book), which is also how configurations written before peer addresses decode.
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(24 + 8 * (self.voters.len() + self.learners.len()));
         out.extend_from_slice(&(self.voters.len() as u64).to_le_bytes());
@@ -115,13 +142,19 @@ impl ConfState {
         for l in &self.learners {
             out.extend_from_slice(&l.to_le_bytes());
         }
-        if !self.addrs.is_empty() {
-            out.extend_from_slice(&(self.addrs.len() as u64).to_le_bytes());
-            for (id, a) in &self.addrs {
+        let book = |out: &mut Vec<u8>, b: &BTreeMap<NodeId, String>| {
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            for (id, a) in b {
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&(a.len() as u64).to_le_bytes());
                 out.extend_from_slice(a.as_bytes());
             }
+        };
+        if !self.addrs.is_empty() || !self.peer_addrs.is_empty() {
+            book(&mut out, &self.addrs);
+        }
+        if !self.peer_addrs.is_empty() {
+            book(&mut out, &self.peer_addrs);
         }
         Bytes::from(out)
     }
@@ -147,22 +180,28 @@ impl ConfState {
         let mut conf = ConfState::default();
         take_ids(&mut buf, &mut conf.voters)?;
         take_ids(&mut buf, &mut conf.learners)?;
-        if buf.is_empty() {
-            return Some(conf);
-        }
-        let na = take_u64(&mut buf)?;
-        if na > (buf.len() / 16) as u64 {
-            return None;
-        }
-        for _ in 0..na {
-            let id = take_u64(&mut buf)?;
-            let len = usize::try_from(take_u64(&mut buf)?).ok()?;
-            if len > buf.len() {
+        fn take_book(buf: &mut &[u8], into: &mut BTreeMap<NodeId, String>) -> Option<()> {
+            let n = take_u64(buf)?;
+            if n > (buf.len() / 16) as u64 {
                 return None;
             }
-            let (a, rest) = buf.split_at(len);
-            buf = rest;
-            conf.addrs.insert(id, String::from_utf8(a.to_vec()).ok()?);
+            for _ in 0..n {
+                let id = take_u64(buf)?;
+                let len = usize::try_from(take_u64(buf)?).ok()?;
+                if len > buf.len() {
+                    return None;
+                }
+                let (a, rest) = buf.split_at(len);
+                *buf = rest;
+                into.insert(id, String::from_utf8(a.to_vec()).ok()?);
+            }
+            Some(())
+        }
+        if !buf.is_empty() {
+            take_book(&mut buf, &mut conf.addrs)?;
+        }
+        if !buf.is_empty() {
+            take_book(&mut buf, &mut conf.peer_addrs)?;
         }
         buf.is_empty().then_some(conf)
     }
@@ -372,6 +411,24 @@ mod tests {
         let n = bad.len();
         bad[n - 1] = 0xff; // not UTF-8
         assert_eq!(ConfState::decode(&bad), None);
+
+        // Peer addresses: a third section; the old two-section form still decodes (no peer
+        // addresses), and then every peer address is derived from the client address.
+        let old = c.clone();
+        assert_eq!(old.peer_addr(1).as_deref(), Some("10.0.0.1:51051"));
+        c.peer_addrs.insert(9, "node-9:7100".into());
+        let enc = c.encode();
+        assert_eq!(ConfState::decode(&enc).as_ref(), Some(&c));
+        assert!(enc.starts_with(&old.encode()));
+        assert_eq!(c.peer_addr(9).as_deref(), Some("node-9:7100"));
+        assert_eq!(c.peer_addr(1).as_deref(), Some("10.0.0.1:51051"));
+        assert_eq!(c.peer_addr(2), None);
+        // Peer addresses without client addresses keep an (empty) client section.
+        let mut p = ConfState::with_voters([1]);
+        p.peer_addrs.insert(1, "h:1".into());
+        assert_eq!(ConfState::decode(&p.encode()), Some(p));
+        assert_eq!(default_peer_addr("h:65000"), None);
+        assert_eq!(default_peer_addr("no-port"), None);
     }
 
     proptest::proptest! {

@@ -6,6 +6,7 @@
 //! call empties the outbox and backs off before reconnecting. One dead peer therefore never
 //! delays the others, and memory stays bounded whatever the network does.
 
+mod auth;
 mod server;
 pub mod wire;
 
@@ -27,8 +28,7 @@ use crate::raft::{Message, NodeId};
 pub use self::server::RaftService;
 pub use self::wire::{CodecError, Envelope, Outbound};
 
-/// Metadata key of the shared cluster token (`--cluster-token`).
-pub const TOKEN_METADATA: &str = "x-rustyraft-token";
+pub use self::auth::{generate_secret, PeerAuth, SecretError, MAX_CLOCK_SKEW, PEER_AUTH_METADATA};
 
 /// Snapshot chunk size on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -51,9 +51,6 @@ pub enum TransportError {
         /// Why it was refused.
         reason: String,
     },
-    /// The cluster token cannot travel in a gRPC header.
-    #[error("cluster token is not a valid header value: {0}")]
-    BadToken(String),
 }
 
 /// Counters for the status view and for tests.
@@ -73,7 +70,8 @@ pub struct TransportStats {
 pub struct Transport {
     self_id: NodeId,
     cluster_id: String,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Signs every peer call when peer authentication is on.
+    auth: Option<PeerAuth>,
     /// Local dialling overrides (`--route`), applied over the addresses the membership gives.
     routes: BTreeMap<NodeId, String>,
     /// One outbox per peer, with the address its task dials.
@@ -92,23 +90,16 @@ impl Transport {
     pub fn start(
         self_id: NodeId,
         cluster_id: &str,
-        token: Option<&str>,
+        auth: Option<PeerAuth>,
         peers: &BTreeMap<NodeId, String>,
         routes: &BTreeMap<NodeId, String>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Transport, TransportError> {
-        let token = match token {
-            Some(t) => Some(
-                tonic::metadata::MetadataValue::try_from(t)
-                    .map_err(|e| TransportError::BadToken(e.to_string()))?,
-            ),
-            None => None,
-        };
         let mut t = Transport {
             self_id,
             cluster_id: cluster_id.to_string(),
-            token,
+            auth,
             routes: routes.clone(),
             outboxes: BTreeMap::new(),
             shutdown,
@@ -180,7 +171,8 @@ impl Transport {
             cluster_id: self.cluster_id.clone(),
             client: RaftClient::new(endpoint.connect_lazy()),
             rx,
-            token: self.token.clone(),
+            self_id: self.self_id,
+            auth: self.auth.clone(),
             stats: self.stats.clone(),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
@@ -217,7 +209,8 @@ struct PeerTask {
     cluster_id: String,
     client: RaftClient<Channel>,
     rx: mpsc::Receiver<Message>,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    self_id: NodeId,
+    auth: Option<PeerAuth>,
     stats: Arc<TransportStats>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -308,24 +301,27 @@ impl PeerTask {
             Outbound::Snapshot { header, meta, data } => {
                 let chunks = snapshot_chunks(header, meta, data);
                 tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
-                let mut r = request(tokio_stream::iter(chunks), &self.token);
+                let mut r = self.request(tokio_stream::iter(chunks));
                 r.set_timeout(SNAPSHOT_TIMEOUT);
                 self.client.install_snapshot(r).await?;
                 return Ok(());
             }
         };
         let msg = pb::PeerMessage { body: Some(body) };
-        let (tx, _) = self.stream.get_or_insert_with(|| {
+        if self.stream.is_none() {
             let (tx, rx) = mpsc::channel(STREAM_BUFFER);
             let mut client = self.client.clone();
             // No deadline: the call lives as long as the connection. A dead peer is noticed by
             // the HTTP/2 keep-alive, which fails the call and so the next send.
-            let r = request(tokio_stream::wrappers::ReceiverStream::new(rx), &self.token);
+            let r = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
             let call = self
                 .tasks
                 .spawn(async move { client.stream(r).await.map(|_| ()) });
-            (tx, call)
-        });
+            self.stream = Some((tx, call));
+        }
+        let Some((tx, _)) = &self.stream else {
+            return Err(tonic::Status::internal("peer stream not open"));
+        };
         match tokio::time::timeout(STREAM_STALL, tx.send(msg)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(_)) => {}
@@ -342,6 +338,18 @@ impl PeerTask {
             Ok(Ok(())) => Err(tonic::Status::unavailable("peer closed the stream")),
             Err(e) => Err(tonic::Status::internal(format!("peer stream task: {e}"))),
         }
+    }
+}
+
+impl PeerTask {
+    /// A call to this peer, signed when peer authentication is on.
+    fn request<T>(&self, t: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(t);
+        if let Some(a) = &self.auth {
+            r.metadata_mut()
+                .insert(PEER_AUTH_METADATA, a.sign(self.self_id, self.id));
+        }
+        r
     }
 }
 
@@ -452,17 +460,6 @@ pub fn coalesce(a: Message, b: Message) -> Result<Message, (Message, Message)> {
         }
         (a, b) => Err((a, b)),
     }
-}
-
-fn request<T>(
-    t: T,
-    token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(t);
-    if let Some(tok) = token {
-        r.metadata_mut().insert(TOKEN_METADATA, tok.clone());
-    }
-    r
 }
 
 /// Splits a snapshot into wire chunks: metadata and total size on the first, `done` on the last.

@@ -9,6 +9,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::PeerAuth;
 use super::wire::{self, Envelope};
 use crate::pb;
 use crate::raft::{Message, NodeId};
@@ -20,8 +21,9 @@ pub struct RaftService {
     cluster_id: String,
     inbound: mpsc::Sender<Message>,
     max_snapshot_bytes: u64,
-    /// When set, every call must carry it in [`super::TOKEN_METADATA`].
-    token: Option<String>,
+    /// When set, every call must carry valid peer credentials ([`PeerAuth`]), and the messages
+    /// of a call may only name the sender its credentials authenticated.
+    auth: Option<PeerAuth>,
     /// Cancelled when the node shuts down: open `Stream` calls then end, so the server's
     /// graceful drain does not wait for peers that would stream forever. A fresh token (never
     /// cancelled) when no drain is wired.
@@ -42,7 +44,7 @@ impl RaftService {
             cluster_id,
             inbound,
             max_snapshot_bytes,
-            token: None,
+            auth: None,
             draining: CancellationToken::new(),
         }
     }
@@ -53,28 +55,28 @@ impl RaftService {
         self
     }
 
-    /// Requires every peer call to carry `token` (`--cluster-token`).
-    pub fn with_token(mut self, token: Option<String>) -> Self {
-        self.token = token;
+    /// Requires every peer call to carry credentials made with the cluster secret.
+    pub fn with_auth(mut self, auth: Option<PeerAuth>) -> Self {
+        self.auth = auth;
         self
     }
 
-    fn authorize<T>(&self, r: &Request<T>) -> Result<(), Status> {
-        let Some(want) = &self.token else {
-            return Ok(());
-        };
-        let got = r
-            .metadata()
-            .get(super::TOKEN_METADATA)
-            .and_then(|v| v.to_str().ok());
-        if got == Some(want.as_str()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("missing or wrong cluster token"))
+    /// Checks a call's credentials before anything of it is decoded or delivered. Returns the
+    /// authenticated sender (`None`: peer authentication is off).
+    fn authorize<T>(&self, r: &Request<T>) -> Result<Option<NodeId>, Status> {
+        match &self.auth {
+            None => Ok(None),
+            Some(a) => a.verify(self.id, r.metadata()).map(Some),
         }
     }
 
-    fn check(&self, env: &Envelope) -> Result<(), Status> {
+    fn check(&self, env: &Envelope, sender: Option<NodeId>) -> Result<(), Status> {
+        if let Some(from) = sender.filter(|&f| f != env.message.from) {
+            return Err(Status::permission_denied(format!(
+                "a call authenticated as node {from} carried a message from node {}",
+                env.message.from
+            )));
+        }
         if env.cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
                 "cluster id mismatch: this node is in cluster {:?}, the message is for {:?}",
@@ -93,9 +95,10 @@ impl RaftService {
     fn deliver(
         &self,
         env: Result<Envelope, wire::CodecError>,
+        sender: Option<NodeId>,
     ) -> Result<Response<pb::PeerAck>, Status> {
         let env = env.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.check(&env)?;
+        self.check(&env, sender)?;
         if self.inbound.try_send(env.message).is_err() {
             // Full inbox: drop, exactly like a lost packet. The sender's Raft retries.
             tracing::debug!("peer inbox full, message dropped");
@@ -110,23 +113,23 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RequestVoteRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
-        self.authorize(&request)?;
-        self.deliver(Envelope::try_from(request.into_inner()))
+        let sender = self.authorize(&request)?;
+        self.deliver(Envelope::try_from(request.into_inner()), sender)
     }
 
     async fn append_entries(
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
-        self.authorize(&request)?;
-        self.deliver(Envelope::try_from(request.into_inner()))
+        let sender = self.authorize(&request)?;
+        self.deliver(Envelope::try_from(request.into_inner()), sender)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::PeerAck>, Status> {
-        self.authorize(&request)?;
+        let sender = self.authorize(&request)?;
         let mut stream = request.into_inner();
         let first = stream
             .next()
@@ -140,7 +143,7 @@ impl pb::raft_server::Raft for RaftService {
         // Check the cluster before buffering anything.
         let probe = wire::snapshot_envelope(header.clone(), meta.clone(), Default::default())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.check(&probe)?;
+        self.check(&probe, sender)?;
         if first.total_size > self.max_snapshot_bytes {
             return Err(Status::resource_exhausted(format!(
                 "snapshot of {} bytes exceeds this node's {}-byte limit",
@@ -189,16 +192,16 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::TimeoutNowRequest>,
     ) -> Result<Response<pb::PeerAck>, Status> {
-        self.authorize(&request)?;
-        self.deliver(Envelope::try_from(request.into_inner()))
+        let sender = self.authorize(&request)?;
+        self.deliver(Envelope::try_from(request.into_inner()), sender)
     }
 
     async fn reply(
         &self,
         request: Request<pb::PeerReply>,
     ) -> Result<Response<pb::PeerAck>, Status> {
-        self.authorize(&request)?;
-        self.deliver(Envelope::try_from(request.into_inner()))
+        let sender = self.authorize(&request)?;
+        self.deliver(Envelope::try_from(request.into_inner()), sender)
     }
 
     async fn stream(
@@ -206,7 +209,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<Streaming<pb::PeerMessage>>,
     ) -> Result<Response<pb::PeerAck>, Status> {
         use pb::peer_message::Body;
-        self.authorize(&request)?;
+        let sender = self.authorize(&request)?;
         let mut stream = request.into_inner();
         let drained = self.draining.clone().cancelled_owned();
         tokio::pin!(drained);
@@ -225,7 +228,7 @@ impl pb::raft_server::Raft for RaftService {
                 Some(Body::Reply(r)) => Envelope::try_from(r),
                 None => return Err(Status::invalid_argument("peer message without a body")),
             };
-            self.deliver(env)?;
+            self.deliver(env, sender)?;
         }
         Ok(Response::new(pb::PeerAck {}))
     }
@@ -273,14 +276,30 @@ mod tests {
         );
         assert_eq!(rx.recv().await.map(|m| m.from), Some(2));
 
-        let svc = svc.with_token(Some("s3cret".into()));
+        let auth = PeerAuth::new("c", &["0123456789abcdef0123".into()]).unwrap();
+        let svc = svc.with_auth(Some(auth.clone()));
         assert_eq!(
             code(svc.timeout_now(Request::new(timeout_now("c", 1))).await),
             Some(tonic::Code::Unauthenticated)
         );
-        let mut ok = Request::new(timeout_now("c", 1));
-        ok.metadata_mut()
-            .insert(crate::transport::TOKEN_METADATA, "s3cret".parse().unwrap());
-        assert_eq!(code(svc.timeout_now(ok).await), None);
+        let signed = |from, to| {
+            let mut r = Request::new(timeout_now("c", 1));
+            r.metadata_mut()
+                .insert(crate::transport::PEER_AUTH_METADATA, auth.sign(from, to));
+            r
+        };
+        assert_eq!(code(svc.timeout_now(signed(2, 1)).await), None);
+        assert_eq!(rx.recv().await.map(|m| m.from), Some(2));
+        // Credentials of node 3 cannot carry a message that claims to come from node 2.
+        assert_eq!(
+            code(svc.timeout_now(signed(3, 1)).await),
+            Some(tonic::Code::PermissionDenied)
+        );
+        // Credentials made for another receiver are refused.
+        assert_eq!(
+            code(svc.timeout_now(signed(2, 5)).await),
+            Some(tonic::Code::Unauthenticated)
+        );
+        assert!(rx.try_recv().is_err(), "nothing refused was delivered");
     }
 }

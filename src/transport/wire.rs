@@ -103,6 +103,7 @@ pub fn conf_to_pb(c: &ConfState) -> pb::ConfState {
         voters: c.voters.iter().copied().collect(),
         learners: c.learners.iter().copied().collect(),
         addresses: c.addrs.iter().map(|(k, v)| (*k, v.clone())).collect(),
+        peer_addresses: c.peer_addrs.iter().map(|(k, v)| (*k, v.clone())).collect(),
     }
 }
 
@@ -117,6 +118,7 @@ impl TryFrom<pb::SnapshotMeta> for SnapshotMeta {
                 voters: conf.voters.into_iter().collect(),
                 learners: conf.learners.into_iter().collect(),
                 addrs: conf.addresses.into_iter().collect(),
+                peer_addrs: conf.peer_addresses.into_iter().collect(),
             },
         })
     }

@@ -33,6 +33,8 @@ pub fn free_port() -> u16 {
 pub struct Node {
     pub id: u64,
     pub addr: String,
+    /// Where its peer `Raft` service listens (a port of its own, never the client port).
+    pub peer_addr: String,
     pub child: Option<Child>,
     /// Started with `--join` (these addresses) instead of the initial peer list.
     pub join: Option<String>,
@@ -55,6 +57,7 @@ impl Cluster {
                     Node {
                         id,
                         addr: format!("127.0.0.1:{}", free_port()),
+                        peer_addr: format!("127.0.0.1:{}", free_port()),
                         child: None,
                         join: None,
                     },
@@ -63,14 +66,24 @@ impl Cluster {
             .collect();
         let peers = nodes
             .values()
-            .map(|n| format!("{}={}", n.id, n.addr))
+            .map(|n| format!("{}={}@{}", n.id, n.addr, n.peer_addr))
             .collect::<Vec<_>>()
             .join(",");
+        let dir = tempfile::tempdir().unwrap();
+        // Peer authentication is on, as in every cluster the project's tools create: a fresh
+        // secret, given to every node (joiners too).
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, format!("test-secret-{}\n", uuid::Uuid::new_v4())).unwrap();
+        let mut base = vec![
+            "--cluster-secret-file".to_string(),
+            secret.display().to_string(),
+        ];
+        base.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Cluster {
             nodes,
             peers,
-            dir: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            extra: base,
         };
         for id in 1..=n {
             c.spawn(id);
@@ -98,6 +111,8 @@ impl Cluster {
             .arg("run")
             .arg(id.to_string())
             .arg(&node.addr)
+            .arg("--peer-addr")
+            .arg(&node.peer_addr)
             .args(&members)
             .arg("--data-dir")
             .arg(&data_dir)
@@ -120,6 +135,7 @@ impl Cluster {
             Node {
                 id,
                 addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
                 child: None,
                 join: Some(targets),
             },

@@ -39,17 +39,17 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         if conf.voters.is_empty() {
             // No membership learned yet (a fresh joiner): reach whoever we were told about, so
             // our answers to the leader's first messages have somewhere to go.
-            want.extend(self.cfg.peers.clone());
-            want.extend(self.cfg.known_addrs.clone());
+            let told = self.cfg.peers.keys().chain(self.cfg.known_addrs.keys());
+            for &id in told.chain(self.cfg.known_peer_addrs.keys()) {
+                if let Some(a) = self.cfg.peer_addr_of(id) {
+                    want.insert(id, a);
+                }
+            }
         }
+        // Peer links go to peer listeners, never to client ports.
         for id in conf.members() {
-            if let Some(a) = conf
-                .addrs
-                .get(&id)
-                .map(String::as_str)
-                .or(self.cfg.addr_of(id))
-            {
-                want.insert(id, a.to_string());
+            if let Some(a) = self.peer_addr_of(id) {
+                want.insert(id, a);
             }
         }
         if pending {

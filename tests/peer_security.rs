@@ -1,0 +1,166 @@
+//! Only cluster members speak Raft: forged peer messages change nothing.
+//!
+//! The attack (found by trying it): a forged AppendEntries with a high term, sent without
+//! credentials to a node's client port, moved the whole cluster's term and appended a forged
+//! entry. Now the client port does not serve the `Raft` service at all, and the peer port
+//! refuses calls without valid credentials; a member's credentials on a stale message get the
+//! treatment Raft gives any stale message.
+
+mod support;
+
+use std::time::Duration;
+
+use rustyraft::pb;
+use rustyraft::pb::raft_client::RaftClient;
+use rustyraft::transport::{PeerAuth, PEER_AUTH_METADATA};
+use support::*;
+use tonic::Code;
+
+fn header(from: u64, to: u64, term: u64) -> Option<pb::PeerHeader> {
+    Some(pb::PeerHeader {
+        cluster_id: "rustyraft".into(),
+        from,
+        to,
+        term,
+    })
+}
+
+/// The reproduction of the report: a high-term AppendEntries carrying an entry.
+fn forged_append(from: u64, to: u64, term: u64, at: u64) -> pb::AppendEntriesRequest {
+    pb::AppendEntriesRequest {
+        header: header(from, to, term),
+        prev_log_index: at - 1,
+        prev_log_term: 1000,
+        leader_commit: at,
+        entries: vec![pb::Entry {
+            index: at,
+            term,
+            kind: pb::EntryKind::Normal as i32,
+            data: b"garbage".to_vec().into(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn forged_vote(from: u64, to: u64, term: u64) -> pb::RequestVoteRequest {
+    pb::RequestVoteRequest {
+        header: header(from, to, term),
+        pre_vote: false,
+        last_log_index: 1 << 40,
+        last_log_term: term,
+        transfer: true,
+    }
+}
+
+fn signed<T>(t: T, auth: &PeerAuth, from: u64, to: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(t);
+    r.metadata_mut()
+        .insert(PEER_AUTH_METADATA, auth.sign(from, to));
+    r
+}
+
+/// What must not move: every node's term, last index and commit index, and the leader.
+async fn fingerprint(c: &Cluster) -> Vec<(u64, u64, u64, u64)> {
+    let mut out = Vec::new();
+    for id in c.live() {
+        let s = status(&c.addr(id)).await.expect("status");
+        out.push((s.term, s.last_index, s.commit_index, s.leader_id));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_raft_messages_change_no_term_no_log_on_any_port() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    let m = send_any(&c.live_addrs(), "r", "before", "forge-1").await;
+    // Let every node catch up, so the fingerprint is stable.
+    let addrs = c.live_addrs();
+    wait_for("every node to apply the send", || {
+        let addrs = addrs.clone();
+        async move {
+            for a in addrs.split(',') {
+                local_history(a, "r", m.index).await?;
+            }
+            Some(())
+        }
+    })
+    .await;
+    let before = fingerprint(&c).await;
+    let term = before[0].0;
+
+    let secret = std::fs::read_to_string(c.dir.path().join("cluster.secret")).unwrap();
+    let member = PeerAuth::new("rustyraft", &[secret]).unwrap();
+    let stranger = PeerAuth::new("rustyraft", &["not-the-cluster-secret-0123".into()]).unwrap();
+    for id in c.live() {
+        let (client, peer) = (c.addr(id), c.nodes[&id].peer_addr.clone());
+        // 1. The client port does not serve the Raft service at all.
+        let mut r = RaftClient::new(channel(&client));
+        assert_eq!(
+            code(r.append_entries(forged_append(9, id, 5000, 3)).await),
+            Code::Unimplemented,
+            "node {id}'s client port"
+        );
+        assert_eq!(
+            code(r.request_vote(forged_vote(9, id, 5000)).await),
+            Code::Unimplemented
+        );
+        // 2. The peer port refuses calls without credentials, or signed with another secret.
+        let mut p = RaftClient::new(channel(&peer));
+        assert_eq!(
+            code(p.append_entries(forged_append(9, id, 5000, 3)).await),
+            Code::Unauthenticated,
+            "node {id}'s peer port, no credentials"
+        );
+        assert_eq!(
+            code(p.request_vote(forged_vote(9, id, 5000)).await),
+            Code::Unauthenticated
+        );
+        let from = if id == leader { 1 + id % 3 } else { leader };
+        assert_eq!(
+            code(
+                p.append_entries(signed(
+                    forged_append(from, id, 5000, 3),
+                    &stranger,
+                    from,
+                    id
+                ))
+                .await
+            ),
+            Code::Unauthenticated,
+            "node {id}'s peer port, wrong secret"
+        );
+        // Credentials of one member cannot carry another's messages.
+        let other = (1..=3).find(|&o| o != id && o != from).unwrap();
+        assert_eq!(
+            code(
+                p.append_entries(signed(forged_append(from, id, 5000, 3), &member, other, id))
+                    .await
+            ),
+            Code::PermissionDenied,
+            "node {id}: node {other}'s credentials naming node {from}"
+        );
+        // 3. A member's valid credentials on a stale-term message: delivered, and ignored as
+        //    Raft ignores any message from an old term.
+        let stale = term.saturating_sub(1);
+        assert!(
+            p.append_entries(signed(forged_append(from, id, stale, 2), &member, from, id))
+                .await
+                .is_ok(),
+            "a member's call is accepted by the transport"
+        );
+        assert!(p
+            .request_vote(signed(forged_vote(from, id, stale), &member, from, id))
+            .await
+            .is_ok());
+    }
+    // Give a wrongly accepted message time to show.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = fingerprint(&c).await;
+    assert_eq!(before, after, "(term, last, commit, leader) per node moved");
+    // And the log is what it was: one message, no garbage applied anywhere.
+    for a in c.live_addrs().split(',') {
+        let h = local_history(a, "r", 0).await.expect("history");
+        assert_eq!(h.len(), 1, "{a}: {h:?}");
+    }
+}
