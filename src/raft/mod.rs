@@ -24,9 +24,11 @@
 //! ```
 
 mod core;
+mod election;
 mod errors;
 mod follower;
 mod log;
+mod membership;
 mod progress;
 mod read_index;
 mod ready;
