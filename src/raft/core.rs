@@ -14,9 +14,9 @@ use bytes::Bytes;
 
 use super::errors::{Error, ProposeError, Result};
 use super::log::RaftLog;
+use super::log_store::Storage;
 use super::progress::Progress;
 use super::read_index::ReadQueue;
-use super::storage::Storage;
 use super::types::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
     SoftState,
@@ -523,5 +523,5 @@ impl<S: Storage> Raft<S> {
 const _: () = {
     // The core must be movable to another thread (the driver runs it on a tokio task).
     const fn assert_send<T: Send>() {}
-    assert_send::<Raft<super::storage::MemStorage>>();
+    assert_send::<Raft<super::mem_storage::MemStorage>>();
 };

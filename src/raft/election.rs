@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::core::Raft;
 use super::errors::Result;
+use super::log_store::Storage;
 use super::progress::Progress;
-use super::storage::Storage;
 use super::types::{Entry, EntryKind, Message, MessageBody, NodeId, ReadState, Role};
 
 impl<S: Storage> Raft<S> {

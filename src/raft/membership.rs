@@ -5,8 +5,8 @@
 
 use super::core::Raft;
 use super::errors::ProposeError;
+use super::log_store::Storage;
 use super::progress::Progress;
-use super::storage::Storage;
 use super::types::{ConfState, EntryKind, MessageBody, NodeId, Role};
 
 impl<S: Storage> Raft<S> {

@@ -28,20 +28,22 @@ mod election;
 mod errors;
 mod follower;
 mod log;
+mod log_store;
+mod mem_storage;
 mod membership;
 mod progress;
 mod read_index;
 mod ready;
 mod replication;
-mod storage;
 mod types;
 
 pub use self::core::{Config, Raft};
 pub use self::errors::{Error, ProposeError, Result, StorageError};
 pub use self::log::RaftLog;
+pub use self::log_store::{after_snapshot, LogStore, RaftState, SnapshotStager, Storage};
+pub use self::mem_storage::MemStorage;
 pub use self::progress::{Progress, ProgressState};
 pub use self::ready::Ready;
-pub use self::storage::{after_snapshot, LogStore, MemStorage, RaftState, SnapshotStager, Storage};
 pub use self::types::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
     Snapshot, SnapshotMeta, SoftState,
