@@ -114,11 +114,12 @@ pub struct Raft<S: Storage> {
     /// Index of the entry (or snapshot) the membership in force comes from. Membership takes
     /// effect as soon as its entry is in the log (dissertation section 4.1), committed or not.
     pub(super) conf_index: u64,
-    /// The configurations this node may still need to fall back to: the last one at or below
-    /// the commit index first, then every later configuration entry in the log, in index
-    /// order. Invariant: the last element is `(conf_index, conf)`. When a new leader
-    /// overwrites uncommitted entries, the configurations they held are dropped and the latest
-    /// surviving one is back in force.
+    /// The configurations this node may still need, in index order: one in force at or below
+    /// the applied index (a snapshot may be taken at any applied index and must record the
+    /// membership there, see [`Raft::conf_at`]), then every later configuration entry in the
+    /// log. Invariant: the last element is `(conf_index, conf)`. When a new leader overwrites
+    /// uncommitted entries, the configurations they held are dropped and the latest surviving
+    /// one is back in force.
     pub(super) conf_history: Vec<(u64, ConfState)>,
     pub(super) reads: ReadQueue,
     pub(super) read_states: Vec<ReadState>,

@@ -15,13 +15,16 @@ use super::types::{ConfState, Entry, HardState, Snapshot, SnapshotMeta};
 pub struct RaftState {
     /// Persisted term, vote and commit.
     pub hard_state: HardState,
-    /// Membership in force: the snapshot's, updated by the configuration entries after it up to
-    /// and including the persisted commit index. Configuration takes effect when applied, so a
-    /// configuration entry that was never known committed does not count (it may yet be
-    /// overwritten by a new leader).
+    /// Membership as of the persisted commit: the snapshot's, updated by the configuration
+    /// entries after it up to and including the persisted commit index, so a configuration
+    /// entry never known committed (a new leader may yet overwrite it) does not count.
+    ///
+    /// This is not the membership a node restarts with. Membership takes effect as soon as its
+    /// entry is in the log, committed or not, so [`crate::raft::Raft::new`] takes only the
+    /// snapshot's membership from here (when `conf_index` is the snapshot's index) and puts
+    /// every configuration entry in the log after the snapshot in force in turn.
     pub conf_state: ConfState,
-    /// Index of the entry (or snapshot) that `conf_state` comes from. Re-applying configuration
-    /// entries at or below it after a restart changes nothing.
+    /// Index of the entry (or snapshot) that `conf_state` comes from.
     pub conf_index: u64,
 }
 
@@ -31,9 +34,9 @@ pub struct RaftState {
 /// - The log has no holes: every index in `first_index()..=last_index()` is readable.
 /// - `term(first_index() - 1)` answers with the snapshot's term (index 0 has term 0).
 /// - Everything readable here has been made durable: the core treats it as persisted.
-/// - If a configuration entry at or below `initial_state().hard_state.commit` exists, the
-///   persisted commit must not lag behind it after a crash: the membership a node restarts
-///   with is the one as of its persisted commit, and it may be at most one change behind.
+/// - The persisted commit need not be current (see [`HardState::commit`]): a node restarts
+///   with the latest configuration in its snapshot and log, whatever its commit index, and
+///   re-learns the commit from the leader.
 /// - Writes (`append`) truncate any existing suffix starting at the first appended index before
 ///   appending, because a follower may overwrite a conflicting tail.
 pub trait Storage {
