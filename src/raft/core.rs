@@ -1,8 +1,12 @@
-//! The Raft state machine: state, term handling, elections and role dispatch.
+//! The Raft state machine: configuration, state, accessors, time, and the message entry point.
 //!
 //! Like etcd-io/raft, the term is handled once at the top of [`Raft::step`]; only then does the
-//! role decide what to do with the message. Nothing here performs I/O: outgoing messages pile up
-//! in the struct and leave through [`crate::raft::Ready`].
+//! role decide what to do with the message. The rest of the behaviour lives in sibling modules,
+//! each an `impl` block of [`Raft`]: elections in `election.rs`, membership changes and
+//! leadership transfer in `membership.rs`, the follower side in `follower.rs`, the leader side in
+//! `replication.rs`, ReadIndex in `read_index.rs`, and the Ready cycle in `ready.rs`. Nothing
+//! here performs I/O: outgoing messages pile up in the struct and leave through
+//! [`crate::raft::Ready`].
 
 use std::collections::BTreeMap;
 
@@ -10,9 +14,9 @@ use bytes::Bytes;
 
 use super::errors::{Error, ProposeError, Result};
 use super::log::RaftLog;
+use super::log_store::Storage;
 use super::progress::Progress;
 use super::read_index::ReadQueue;
-use super::storage::Storage;
 use super::types::{
     ConfState, Entry, EntryKind, HardState, Message, MessageBody, NodeId, ReadState, Role,
     SoftState,
@@ -110,11 +114,12 @@ pub struct Raft<S: Storage> {
     /// Index of the entry (or snapshot) the membership in force comes from. Membership takes
     /// effect as soon as its entry is in the log (dissertation section 4.1), committed or not.
     pub(super) conf_index: u64,
-    /// The configurations this node may still need to fall back to: the last one at or below
-    /// the commit index first, then every later configuration entry in the log, in index
-    /// order. Invariant: the last element is `(conf_index, conf)`. When a new leader
-    /// overwrites uncommitted entries, the configurations they held are dropped and the latest
-    /// surviving one is back in force.
+    /// The configurations this node may still need, in index order: one in force at or below
+    /// the applied index (a snapshot may be taken at any applied index and must record the
+    /// membership there, see [`Raft::conf_at`]), then every later configuration entry in the
+    /// log. Invariant: the last element is `(conf_index, conf)`. When a new leader overwrites
+    /// uncommitted entries, the configurations they held are dropped and the latest surviving
+    /// one is back in force.
     pub(super) conf_history: Vec<(u64, ConfState)>,
     pub(super) reads: ReadQueue,
     pub(super) read_states: Vec<ReadState>,
@@ -286,30 +291,6 @@ impl<S: Storage> Raft<S> {
         self.conf.quorum()
     }
 
-    /// May this node stand for election? A voter of the membership in force may. So may a
-    /// node that the latest, still uncommitted, change removed or demoted: it may hold the only
-    /// log the remaining voters can elect (it was the leader that appended the change, say),
-    /// and they, not yet holding the change, still count on it. Such a candidate counts only
-    /// the votes of the new membership, as a leader outside its own configuration does
-    /// (dissertation section 4.2.2). Once the change is committed, it never stands again.
-    pub(super) fn promotable(&self) -> bool {
-        let me = self.cfg.id;
-        if self.conf.voters.contains(&me) {
-            return true;
-        }
-        let committed = self.log.committed;
-        // Walk back through the uncommitted configurations to the last committed one.
-        for (index, conf) in self.conf_history.iter().rev() {
-            if conf.voters.contains(&me) {
-                return true;
-            }
-            if *index <= committed {
-                break;
-            }
-        }
-        false
-    }
-
     // ----- sending -------------------------------------------------------------------------
 
     /// Queues a message. What a leader sends to replicate (and read-index traffic) may leave at
@@ -342,7 +323,9 @@ impl<S: Storage> Raft<S> {
 
     // ----- time ----------------------------------------------------------------------------
 
-    fn reset_randomized_election_timeout(&mut self) {
+    /// Draws a new election timeout in `[election_tick, 2 * election_tick)`: nodes that time
+    /// out at different moments rarely split the vote.
+    pub(super) fn reset_randomized_election_timeout(&mut self) {
         let base = self.cfg.election_tick;
         self.randomized_election_timeout = base + self.rng.u64(0..base);
     }
@@ -396,194 +379,6 @@ impl<S: Storage> Raft<S> {
             self.bcast_heartbeat();
         }
         Ok(())
-    }
-
-    /// True for a leader whose own removal (or demotion to learner) is committed: its job is
-    /// done and it must hand over.
-    pub(super) fn removed_and_committed(&self) -> bool {
-        !self.conf.voters.contains(&self.cfg.id) && self.log.committed >= self.conf_index
-    }
-
-    /// A leader that is no longer a voter transfers leadership to the voter with the longest
-    /// matching log.
-    pub(super) fn hand_over(&mut self) {
-        if self.lead_transferee.is_some() {
-            return;
-        }
-        let target = self
-            .progress
-            .iter()
-            .filter(|(id, _)| self.conf.voters.contains(id))
-            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
-            .map(|(id, _)| *id);
-        if let Some(t) = target {
-            tracing::info!(
-                id = self.cfg.id,
-                to = t,
-                "no longer a voter: handing leadership over"
-            );
-            let _ = self.transfer_leader(t);
-        }
-    }
-
-    /// Check-quorum: did a majority of voters (ourselves included) talk to us lately? Resets the
-    /// activity flags for the next round.
-    fn quorum_active(&mut self) -> bool {
-        let me = self.cfg.id;
-        let mut active = usize::from(self.conf.voters.contains(&me));
-        for (id, pr) in self.progress.iter_mut() {
-            if pr.recent_active && self.conf.voters.contains(id) {
-                active += 1;
-            }
-            pr.recent_active = false;
-        }
-        active >= self.conf.quorum()
-    }
-
-    // ----- role changes --------------------------------------------------------------------
-
-    fn reset(&mut self, term: u64) {
-        if term != self.term {
-            self.term = term;
-            self.vote = None;
-        }
-        self.leader = None;
-        self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
-        self.reset_randomized_election_timeout();
-        self.votes.clear();
-        self.lead_transferee = None;
-        self.progress.clear();
-        self.fail_pending_reads();
-    }
-
-    pub(super) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
-        self.reset(term);
-        self.role = Role::Follower;
-        self.leader = leader;
-    }
-
-    fn become_pre_candidate(&mut self) {
-        // No term change and no vote: a pre-vote round is side-effect free for everyone.
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.votes.clear();
-        self.progress.clear();
-        self.fail_pending_reads();
-    }
-
-    fn become_candidate(&mut self) {
-        self.reset(self.term + 1);
-        self.vote = Some(self.cfg.id);
-        self.role = Role::Candidate;
-    }
-
-    fn become_leader(&mut self) -> Result<()> {
-        self.reset(self.term);
-        self.role = Role::Leader;
-        self.leader = Some(self.cfg.id);
-        let last = self.log.last_index()?;
-        let me = self.cfg.id;
-        for &id in self.conf.voters.iter().chain(self.conf.learners.iter()) {
-            if id != me {
-                let mut pr = Progress::new(last, self.conf.learners.contains(&id));
-                pr.recent_active = true;
-                self.progress.insert(id, pr);
-            }
-        }
-        self.self_match = self.log.persisted_index();
-        let noop = Entry {
-            index: last + 1,
-            term: self.term,
-            kind: EntryKind::Noop,
-            data: Bytes::new(),
-        };
-        self.log.append(&[noop])?;
-        tracing::info!(id = me, term = self.term, "became leader");
-        Ok(())
-    }
-
-    // ----- elections -----------------------------------------------------------------------
-
-    /// Starts an election now, as if this node's election timeout had just elapsed (etcd's
-    /// `Campaign`). Scenario tests use it to pick who stands; a real node relies on `tick`.
-    /// A leader, or a node that is not a voter, ignores it.
-    pub fn campaign_now(&mut self) -> Result<()> {
-        self.election_elapsed = 0;
-        self.hup(false)
-    }
-
-    /// Starts an election: a pre-vote round first when enabled, unless `transfer` (a leadership
-    /// transfer skips it, since the old leader asked for it).
-    pub(super) fn hup(&mut self, transfer: bool) -> Result<()> {
-        if self.role == Role::Leader || !self.promotable() {
-            return Ok(());
-        }
-        if self.cfg.pre_vote && !transfer {
-            self.campaign(true, false)
-        } else {
-            self.campaign(false, transfer)
-        }
-    }
-
-    fn campaign(&mut self, pre_vote: bool, transfer: bool) -> Result<()> {
-        let vote_term = if pre_vote {
-            self.become_pre_candidate();
-            self.term + 1
-        } else {
-            self.become_candidate();
-            self.term
-        };
-        let me = self.cfg.id;
-        if self.poll(me, true)? {
-            return Ok(());
-        }
-        let last_log_index = self.log.last_index()?;
-        let last_log_term = self.log.last_term()?;
-        let voters: Vec<NodeId> = self
-            .conf
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != me)
-            .collect();
-        for v in voters {
-            self.send(
-                v,
-                vote_term,
-                MessageBody::RequestVote {
-                    pre_vote,
-                    last_log_index,
-                    last_log_term,
-                    transfer,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Records a vote answer; moves on when the outcome is decided. Returns true if it was.
-    fn poll(&mut self, from: NodeId, granted: bool) -> Result<bool> {
-        if !self.conf.voters.contains(&from) {
-            return Ok(false);
-        }
-        self.votes.entry(from).or_insert(granted);
-        let yes = self.votes.values().filter(|&&g| g).count();
-        let no = self.votes.len() - yes;
-        let q = self.quorum();
-        if yes >= q {
-            if self.role == Role::PreCandidate {
-                self.campaign(false, false)?;
-            } else {
-                self.become_leader()?;
-            }
-            return Ok(true);
-        }
-        if self.conf.voters.len() - no < q {
-            self.become_follower(self.term, None);
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     // ----- the message entry point ---------------------------------------------------------
@@ -669,81 +464,6 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn handle_vote_request(
-        &mut self,
-        m: &Message,
-        pre_vote: bool,
-        last_log_index: u64,
-        last_log_term: u64,
-    ) -> Result<()> {
-        // One vote per term: only for the node we already voted for, or for anyone if we have
-        // neither voted nor heard from a leader. A pre-vote for a later term is always allowed.
-        let can_vote = self.vote == Some(m.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && m.term > self.term);
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term)?;
-        if can_vote && up_to_date {
-            if !pre_vote {
-                self.vote = Some(m.from);
-                self.election_elapsed = 0;
-            }
-            // A granted pre-vote answers in the proposed term, so the pre-candidate counts it.
-            self.send(
-                m.from,
-                m.term,
-                MessageBody::RequestVoteResponse {
-                    pre_vote,
-                    granted: true,
-                    leader_hint: None,
-                },
-            );
-        } else {
-            self.send(
-                m.from,
-                self.term,
-                MessageBody::RequestVoteResponse {
-                    pre_vote,
-                    granted: false,
-                    leader_hint: self.leader,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn step_candidate(&mut self, m: Message) -> Result<()> {
-        match m.body {
-            MessageBody::RequestVoteResponse {
-                pre_vote, granted, ..
-            } => {
-                if pre_vote == (self.role == Role::PreCandidate) {
-                    self.poll(m.from, granted)?;
-                }
-                Ok(())
-            }
-            MessageBody::AppendEntries { .. }
-            | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot { .. } => {
-                // Someone won this term.
-                self.become_follower(m.term, Some(m.from));
-                self.step_follower(m)
-            }
-            MessageBody::ReadIndexResponse { ctx, index } => {
-                self.read_states.push(ReadState { ctx, index });
-                Ok(())
-            }
-            MessageBody::ReadIndex { ctx } => {
-                self.send(
-                    m.from,
-                    self.term,
-                    MessageBody::ReadIndexResponse { ctx, index: None },
-                );
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
     // ----- proposals -----------------------------------------------------------------------
 
     /// Appends a command to the leader's log. Returns its index; the command is committed once
@@ -785,161 +505,6 @@ impl<S: Storage> Raft<S> {
         Ok(e.index)
     }
 
-    /// Proposes a new membership (leader only). Single-server changes (dissertation section
-    /// 4.1): at most one voter added or removed per change, learners freely. The new membership
-    /// takes effect on every node as soon as the entry is in its log. Refused while the previous
-    /// change is uncommitted, and until this leader has committed an entry of its own term
-    /// (Ongaro's 2015 fix: otherwise changes from two terms could form disjoint majorities).
-    pub fn propose_conf_change(
-        &mut self,
-        conf: ConfState,
-    ) -> std::result::Result<u64, ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: self.leader,
-            });
-        }
-        if self.conf_change_pending() {
-            return Err(ProposeError::ConfChangePending);
-        }
-        if self.log.term(self.log.committed).ok() != Some(self.term) {
-            return Err(ProposeError::LeaderNotReady);
-        }
-        if conf.voters.is_empty() {
-            return Err(ProposeError::InvalidConfChange("no voters left".into()));
-        }
-        if conf.voters.iter().any(|v| conf.learners.contains(v)) {
-            return Err(ProposeError::InvalidConfChange(
-                "a node cannot be both voter and learner".into(),
-            ));
-        }
-        if conf.members().any(|id| id == 0) {
-            return Err(ProposeError::InvalidConfChange(
-                "node id 0 is reserved".into(),
-            ));
-        }
-        if self.conf.voter_delta(&conf) > 1 {
-            return Err(ProposeError::InvalidConfChange(
-                "add or remove at most one voter per change".into(),
-            ));
-        }
-        let index = self.propose_entry(EntryKind::ConfChange, conf.encode())?;
-        self.push_conf(index, conf);
-        Ok(index)
-    }
-
-    /// A configuration entry at `index` entered the log: it is in force from now on.
-    pub(super) fn push_conf(&mut self, index: u64, conf: ConfState) {
-        // Forget configurations nobody can need any more: keep the latest one at or below the
-        // applied index (a snapshot taken there records it, see [`Raft::conf_at`]) and all later
-        // ones (the uncommitted ones may still be overwritten).
-        let applied = self.log.applied;
-        let keep_from = self
-            .conf_history
-            .iter()
-            .rposition(|(i, _)| *i <= applied)
-            .unwrap_or(0);
-        self.conf_history.drain(..keep_from);
-        self.conf_history.push((index, conf));
-        self.conf_changed();
-    }
-
-    /// The log was overwritten from `from` on: configurations that lived there are gone, and
-    /// the latest one before `from` is in force again.
-    pub(super) fn truncate_confs(&mut self, from: u64) {
-        let before = self.conf_history.len();
-        while self.conf_history.len() > 1
-            && self.conf_history.last().is_some_and(|(i, _)| *i >= from)
-        {
-            self.conf_history.pop();
-        }
-        if self.conf_history.len() != before {
-            self.conf_changed();
-        }
-    }
-
-    /// A snapshot replaced the log: its membership is the only one left.
-    pub(super) fn reset_confs(&mut self, index: u64, conf: ConfState) {
-        self.conf_history = vec![(index, conf)];
-        self.conf_changed();
-    }
-
-    /// Makes the last configuration of the history the one in force, and, on a leader, brings
-    /// the progress table in line with it.
-    fn conf_changed(&mut self) {
-        if let Some((i, c)) = self.conf_history.last() {
-            self.conf_index = *i;
-            self.conf = c.clone();
-        }
-        tracing::info!(
-            id = self.cfg.id,
-            index = self.conf_index,
-            voters = ?self.conf.voters,
-            learners = ?self.conf.learners,
-            "membership in force"
-        );
-        if self.role != Role::Leader {
-            return;
-        }
-        let Ok(last) = self.log.last_index() else {
-            return;
-        };
-        let me = self.cfg.id;
-        let members: Vec<NodeId> = self.conf.members().filter(|&id| id != me).collect();
-        self.progress.retain(|id, _| members.contains(id));
-        for id in members {
-            let learner = self.conf.learners.contains(&id);
-            self.progress
-                .entry(id)
-                .or_insert_with(|| {
-                    // A new member: probe from our last index; the first rejection tells us
-                    // where its log really ends.
-                    let mut pr = Progress::new(last, learner);
-                    pr.recent_active = true;
-                    pr
-                })
-                .learner = learner;
-        }
-        if self
-            .lead_transferee
-            .is_some_and(|t| !self.conf.voters.contains(&t))
-        {
-            self.lead_transferee = None;
-        }
-    }
-
-    /// Hands leadership to `target` (leader only): stop taking proposals, bring the target up
-    /// to date, then tell it to campaign at once. Aborted after an election timeout.
-    pub fn transfer_leader(&mut self, target: NodeId) -> std::result::Result<(), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: self.leader,
-            });
-        }
-        if target == self.cfg.id {
-            return Ok(());
-        }
-        if !self.conf.voters.contains(&target) {
-            return Err(ProposeError::InvalidConfChange(format!(
-                "{target} is not a voter"
-            )));
-        }
-        self.lead_transferee = Some(target);
-        self.election_elapsed = 0;
-        let caught_up = match (self.progress.get(&target), self.log.last_index()) {
-            (Some(pr), Ok(last)) => pr.matched == last,
-            _ => false,
-        };
-        if caught_up {
-            self.send(target, self.term, MessageBody::TimeoutNow);
-        } else if let Ok(last) = self.log.last_index() {
-            // Start catching it up now rather than at the next heartbeat; TimeoutNow follows
-            // the acknowledgement that makes it current.
-            let _ = self.send_append(target, last);
-        }
-        Ok(())
-    }
-
     // ----- reads ---------------------------------------------------------------------------
 
     /// Asks for a linearizable read index (ReadIndex, thesis section 6.4). The answer comes back
@@ -959,5 +524,5 @@ impl<S: Storage> Raft<S> {
 const _: () = {
     // The core must be movable to another thread (the driver runs it on a tokio task).
     const fn assert_send<T: Send>() {}
-    assert_send::<Raft<super::storage::MemStorage>>();
+    assert_send::<Raft<super::mem_storage::MemStorage>>();
 };

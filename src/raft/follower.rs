@@ -3,7 +3,7 @@
 use super::core::Raft;
 use super::errors::Result;
 use super::log::Appended;
-use super::storage::Storage;
+use super::log_store::Storage;
 use super::types::{ConfState, Entry, EntryKind, Message, MessageBody, ReadState, Snapshot};
 
 impl<S: Storage> Raft<S> {

@@ -5,7 +5,7 @@
 //! `advance`, so the core never reads back from storage something storage does not hold yet.
 
 use super::errors::StorageError;
-use super::storage::Storage;
+use super::log_store::Storage;
 use super::types::{Entry, Snapshot};
 
 /// Entries and a snapshot not yet on stable storage.

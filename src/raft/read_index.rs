@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use super::core::Raft;
-use super::storage::Storage;
+use super::log_store::Storage;
 use super::types::{MessageBody, NodeId, ReadState};
 
 /// A read waiting for its round to be confirmed.

@@ -2,7 +2,7 @@
 
 use super::core::Raft;
 use super::errors::Result;
-use super::storage::Storage;
+use super::log_store::Storage;
 use super::types::{Entry, HardState, Message, ReadState, Role, Snapshot, SoftState};
 
 /// Everything the application must do for the core, in this order:

@@ -2,8 +2,8 @@
 
 use super::core::Raft;
 use super::errors::{Result, StorageError};
+use super::log_store::Storage;
 use super::progress::ProgressState;
-use super::storage::Storage;
 use super::types::{Message, MessageBody, NodeId};
 
 impl<S: Storage> Raft<S> {
