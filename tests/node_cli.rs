@@ -114,6 +114,63 @@ fn health_advertise_and_sigterm_with_a_live_subscriber() {
     assert_eq!(down.status.code(), Some(1), "{down:?}");
 }
 
+/// A peer listener reachable beyond loopback without a cluster secret is an open door: the node
+/// refuses to start (exit code 2, a message naming the way out) unless told --insecure-peers;
+/// a weak secret is refused too.
+#[test]
+fn an_open_peer_port_beyond_loopback_needs_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, peer) = (free_port(), free_port());
+    let base = [
+        "run".to_string(),
+        "1".to_string(),
+        format!("0.0.0.0:{port}"),
+        format!("1=127.0.0.1:{port}"),
+        "--advertise".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--peer-addr".to_string(),
+        format!("0.0.0.0:{peer}"),
+        "--data-dir".to_string(),
+        dir.path().join("n1").display().to_string(),
+    ];
+    let args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let out = raft_client(&args);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster-secret-file") && err.contains("--insecure-peers"),
+        "{err}"
+    );
+
+    let weak = dir.path().join("weak.secret");
+    std::fs::write(&weak, "short\n").unwrap();
+    let mut with_weak = args.clone();
+    with_weak.extend(["--cluster-secret-file", weak.to_str().unwrap()]);
+    let out = raft_client(&with_weak);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+
+    // Told so, it runs (and answers on its client port).
+    let mut insecure = args.clone();
+    insecure.push("--insecure-peers");
+    let mut node = Guard(
+        Command::new(BIN)
+            .args(&insecure)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    poll("the insecure node to answer", || {
+        raft_client(&["status", "--addr", &addr])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(node.0.try_wait().unwrap().is_none());
+}
+
 #[test]
 fn advertise_must_match_the_own_peer_entry() {
     let dir = tempfile::tempdir().unwrap();

@@ -164,3 +164,42 @@ async fn forged_raft_messages_change_no_term_no_log_on_any_port() {
         assert_eq!(h.len(), 1, "{a}: {h:?}");
     }
 }
+
+/// A new node gets the cluster's secret through a join token printed from a member's data
+/// directory, joins, votes, and keeps the secret for its restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_lets_a_new_node_in() {
+    let mut c = Cluster::start(3, &[]);
+    c.leader().await;
+    let out = std::process::Command::new(bin())
+        .args(["cluster", "join-token", "--data-dir"])
+        .arg(c.data_dir(1))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("rrj1."), "{token}");
+
+    // Joiners get no secret file: only what their token carries.
+    let with_secret = std::mem::take(&mut c.extra);
+    c.spawn_joining(4, &["--join-token", &token]);
+    c.extra = with_secret;
+    let addr = c.addr(c.leader().await);
+    wait_for("node 4 to become a voter", || {
+        let addr = addr.clone();
+        async move {
+            let s = status(&addr).await.ok()?;
+            s.voters.contains(&4).then_some(())
+        }
+    })
+    .await;
+    let kept = std::fs::read_to_string(c.data_dir(4).join("cluster.secret")).unwrap();
+    let original = std::fs::read_to_string(c.dir.path().join("cluster.secret")).unwrap();
+    assert_eq!(kept.trim(), original.trim());
+    // The new voter counts: with one of the original three down, 4 and two more commit, and
+    // node 4 restarts on the kept secret without any flag.
+    c.kill9(1);
+    c.kill9(4);
+    c.spawn(4);
+    send_any(&c.live_addrs(), "r", "after the join", "join-1").await;
+}
