@@ -203,3 +203,129 @@ async fn a_join_token_lets_a_new_node_in() {
     c.spawn(4);
     send_any(&c.live_addrs(), "r", "after the join", "join-1").await;
 }
+
+/// Every TCP port a process listens on, from `ss` (iproute2): `(port, pid)`.
+fn listening_ports(pids: &[u32]) -> Vec<u16> {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnpH"])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ports = Vec::new();
+    for line in text.lines() {
+        let owned = pids.iter().any(|p| line.contains(&format!("pid={p},")));
+        let local = line.split_whitespace().nth(3).unwrap_or("");
+        if let (true, Some((_, port))) = (owned, local.rsplit_once(':')) {
+            if let Ok(p) = port.parse() {
+                ports.push(p);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The pids of a process and its children (the launcher and its nodes).
+fn family(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // Field 4 of /proc/<pid>/stat is the parent pid (after the parenthesised name).
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(root) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The reproduction against a `run_n_clients 3` cluster: forged AppendEntries and RequestVote
+/// without credentials to EVERY port the launcher and its nodes listen on (client ports, peer
+/// ports, the launcher's link proxies) are refused, and no term or log moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_to_every_port_of_a_launcher_cluster_change_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_range();
+    let mut launcher = std::process::Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .arg("3")
+        .args(["--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .args(["--bin", env!("CARGO_BIN_EXE_raft_client")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = launcher.stdout.take().unwrap();
+    let launcher = Kill(launcher);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.starts_with("== leader"))),
+        "the launcher's cluster elects a leader"
+    );
+    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let all = addrs.join(",");
+    send_any(&all, "r", "before", "launcher-forge-1").await;
+    let fingerprint = || async {
+        let mut out = Vec::new();
+        for a in &addrs {
+            let s = status(a).await.expect("status");
+            out.push((s.term, s.last_index, s.commit_index));
+        }
+        out
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = fingerprint().await;
+    let ports = listening_ports(&family(launcher.0.id()));
+    // 3 client ports, 3 peer ports, and the launcher's proxies (8 per node).
+    assert!(ports.len() >= 3 + 3 + 24, "{ports:?}");
+    for port in &ports {
+        let mut p = RaftClient::new(channel(&format!("127.0.0.1:{port}")));
+        for to in 1..=3 {
+            let a = code(p.append_entries(forged_append(9, to, 5000, 3)).await);
+            let v = code(p.request_vote(forged_vote(9, to, 5000)).await);
+            for c in [a, v] {
+                assert!(
+                    matches!(c, Code::Unimplemented | Code::Unauthenticated),
+                    "port {port}: {c:?}"
+                );
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        before,
+        fingerprint().await,
+        "(term, last, commit) per node moved"
+    );
+}
+
+/// A base port with 9 free client ports and their 9 peer ports (+1000).
+fn free_port_range() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + fastrand::u16(0..30_000);
+        let held: Vec<_> = (0..9)
+            .flat_map(|i| [base + i, base + 1000 + i])
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}

@@ -159,9 +159,9 @@ impl ChatApi {
                 return Err(node_status(NodeError::NotLeader {
                     leader: self.node.leader(),
                 }));
-            } else if let Some((id, _)) = self.node.leader().filter(|(id, _)| *id != me) {
-                // Dial it like any peer link (through `--route`, when set).
-                match self.forward(&self.node.dial_addr(id), &cmd).await {
+            } else if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != me) {
+                // The leader's client port: `--route` overrides only peer (Raft) links.
+                match self.forward(&addr, &cmd).await {
                     Ok(a) => return Ok(a),
                     Err(st)
                         if matches!(

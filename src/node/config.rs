@@ -75,9 +75,10 @@ pub struct NodeConfig {
     /// Peer address this node tells others (`--advertise-peer`); `None` means the advertised
     /// client host with the peer listen port.
     pub advertise_peer: Option<String>,
-    /// Local dialling overrides (`--route ID=ADDR`): reach node ID at ADDR instead of its
-    /// replicated address. The launcher routes every peer link through its fault proxies this
-    /// way; the replicated membership keeps the real addresses that clients and other nodes use.
+    /// Local dialling overrides (`--route ID=ADDR`): reach node ID's `Raft` service at ADDR
+    /// instead of its replicated peer address. The launcher routes every peer link through its
+    /// fault proxies this way; the replicated membership keeps the real addresses. Sends a
+    /// follower forwards go to the leader's client port, never through a route.
     pub routes: BTreeMap<NodeId, String>,
     /// Addresses learned outside the membership (from the node asked with `--join`). Used only
     /// to reach peers before this node has learned the membership itself: a fresh joiner must

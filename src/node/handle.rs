@@ -198,16 +198,6 @@ impl NodeHandle {
             .to_string()
     }
 
-    /// The address this node dials to reach node `id`: its `--route` override when there is
-    /// one (the launcher's fault proxies), else its replicated address. Use it for node-to-node
-    /// calls (forwarding to the leader); tell clients [`NodeHandle::leader`]'s address instead.
-    pub fn dial_addr(&self, id: NodeId) -> String {
-        match self.config.routes.get(&id) {
-            Some(a) => a.clone(),
-            None => self.addr_in(&self.shared.status.borrow(), id),
-        }
-    }
-
     async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Request,
