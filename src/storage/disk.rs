@@ -474,8 +474,10 @@ impl DiskStorage {
     fn do_sync(&mut self) -> Result<(), DiskError> {
         self.wal.sync()?;
         let (hs, durable) = (self.hard_state, self.durable_hard_state);
-        // Even a lazy commit is written when it moves past a configuration entry: a restarted
-        // node must come back with the membership in force, not an older one.
+        // Even a lazy commit is written when it moves past a configuration entry. Correctness
+        // no longer needs it (on restart the core puts every configuration entry of the log in
+        // force, committed or not); it keeps `RaftState::conf_state` (the membership as of the
+        // persisted commit) current at the cost of one write per membership change.
         let passes_conf = self
             .confs
             .iter()
