@@ -166,11 +166,9 @@ pub async fn serve(
         .await;
     tracing::info!(id = cfg.id, "gRPC server stopped; stopping the driver");
     node.drain();
-    let peer_served = match peer_server.await {
-        Ok(r) => r,
-        Err(e) => Err(ServeError::Node(NodeError::Internal(format!(
-            "peer server task: {e}"
-        ))))?,
+    let peer_served: Result<(), ServeError> = match peer_server.await {
+        Ok(r) => r.map_err(ServeError::from),
+        Err(e) => Err(NodeError::Internal(format!("peer server task: {e}")).into()),
     };
     node.stop();
     let driver_result = match driver.await {
