@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::auth::{Authenticated, TokenStore};
 use crate::api::{ChatApi, ClusterApi, CHAT_DECODE_LIMIT};
 use crate::node::{join, Driver, NodeConfig, NodeError, NodeHandle};
 use crate::pb;
@@ -56,6 +57,9 @@ pub enum ServeError {
     /// `--join` failed: the cluster could not be reached, or refused to add this node.
     #[error("join: {0}")]
     Join(String),
+    /// The client listener's TLS files or token file are unusable (the message names the file).
+    #[error("client security: {0}")]
+    Security(String),
 }
 
 /// Runs a whole node until `shutdown` resolves: binds `cfg.addr`, then [`serve`]s on it.
@@ -75,6 +79,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // Checked before anything starts, so a bad file is a clean refusal naming it.
+    let client_tls = match &cfg.client.tls {
+        Some((cert, key)) => Some(
+            crate::tls::server_config(cert, key)
+                .map_err(|e| ServeError::Security(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let tokens = match &cfg.client.tokens {
+        Some(path) => {
+            Some(TokenStore::open(path, cfg.client.open_reads).map_err(ServeError::Security)?)
+        }
+        None => None,
+    };
     if let Some(j) = cfg.join.clone() {
         join::prepare(&mut cfg, &j)
             .await
@@ -86,7 +104,9 @@ pub async fn serve(
     let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
         .with_token(cfg.cluster_token.clone())
         .with_draining(node.draining());
-    let chat = ChatApi::new(node.clone());
+    // Forwards carry the client's token, never this node's own (`--token` is for `--join`).
+    let chat =
+        ChatApi::new(node.clone()).with_dial(cfg.client.dial.clone().with_authorization(None));
     let cluster = ClusterApi::new(node.clone());
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -125,26 +145,36 @@ pub async fn serve(
     if let Some(j) = cfg.join.clone() {
         spawn_join(&node, j, join_failed.clone());
     }
-    tracing::info!(id = cfg.id, addr = %cfg.addr, "serving gRPC");
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    tracing::info!(id = cfg.id, addr = %cfg.addr, tls = client_tls.is_some(),
+        auth = tokens.is_some(), "serving gRPC");
+    let raft = pb::raft_server::RaftServer::new(raft)
+        .max_decoding_message_size(PEER_MESSAGE_LIMIT)
+        .max_encoding_message_size(PEER_MESSAGE_LIMIT);
+    // Decode well past the text limit, so an oversized message gets the precise
+    // INVALID_ARGUMENT from validation rather than a transport-level refusal.
+    let chat = pb::chat_service_server::ChatServiceServer::new(chat)
+        .max_decoding_message_size(CHAT_DECODE_LIMIT);
+    let chat = Authenticated::new(chat, tokens.clone());
+    let cluster = Authenticated::new(pb::cluster_server::ClusterServer::new(cluster), tokens);
+    let tls_on = client_tls.is_some();
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = client_tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let client_services = builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            pb::raft_server::RaftServer::new(raft)
-                .max_decoding_message_size(PEER_MESSAGE_LIMIT)
-                .max_encoding_message_size(PEER_MESSAGE_LIMIT),
-        )
-        .add_service(
-            // Decode well past the text limit, so an oversized message gets the precise
-            // INVALID_ARGUMENT from validation rather than a transport-level refusal.
-            pb::chat_service_server::ChatServiceServer::new(chat)
-                .max_decoding_message_size(CHAT_DECODE_LIMIT),
-        )
-        .add_service(pb::cluster_server::ClusterServer::new(cluster))
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), stop)
-        .await;
+        .add_service(chat)
+        .add_service(cluster);
+    let served = if tls_on {
+        serve_tls_and_peers(listener, client_services, raft, stop).await
+    } else {
+        client_services
+            .add_service(raft)
+            .serve_with_incoming_shutdown(nodelay_incoming(listener), stop)
+            .await
+    };
     tracing::info!(id = cfg.id, "gRPC server stopped; stopping the driver");
     node.stop();
     let driver_result = match driver.await {
@@ -166,6 +196,39 @@ pub async fn serve(
         return Err(ServeError::Join(e));
     }
     Ok(())
+}
+
+/// Interim (issue 16), until peers get a listener of their own: TLS connections on the one port
+/// reach the client services over TLS, plaintext ones reach only the peer `Raft` service
+/// ([`crate::tls::demux`]). Both servers stop when `stop` resolves.
+async fn serve_tls_and_peers(
+    listener: TcpListener,
+    client_services: tonic::transport::server::Router,
+    raft: pb::raft_server::RaftServer<RaftService>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    use tokio_stream::wrappers::ReceiverStream;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tls_tx, tls_rx) = tokio::sync::mpsc::channel(64);
+    let (plain_tx, plain_rx) = tokio::sync::mpsc::channel(64);
+    let clients = client_services.serve_with_incoming_shutdown(
+        ReceiverStream::new(tls_rx),
+        cancel.clone().cancelled_owned(),
+    );
+    let peers = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft)
+        .serve_with_incoming_shutdown(
+            ReceiverStream::new(plain_rx),
+            cancel.clone().cancelled_owned(),
+        );
+    let split = crate::tls::demux(listener, tls_tx, plain_tx, cancel.clone());
+    let stopper = async {
+        stop.await;
+        cancel.cancel();
+    };
+    let (c, p, (), ()) = tokio::join!(clients, peers, split, stopper);
+    c.and(p)
 }
 
 /// Asks the cluster to add this node (`--join`), on a tracked task. A failed join stops the

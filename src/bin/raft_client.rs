@@ -17,17 +17,37 @@ use rustyraft::node::{JoinConfig, NodeConfig};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Dial nodes over TLS, trusting only this CA certificate (the cluster's `ca.pem`). For
+    /// `run`: how this node reaches the others' client listeners (required with --tls-cert).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Bearer token sent with every call (default: $RUSTYRAFT_TOKEN). For `run`: the admin
+    /// token `--join` asks with.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a node: `raft_client run 1 127.0.0.1:50051 2=127.0.0.1:50052,3=127.0.0.1:50053`,
     /// or join a running cluster: `raft_client run 4 127.0.0.1:50054 --join 127.0.0.1:50051`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Change the membership through the leader and print the result:
     /// `cluster --addr A add <id> <addr> [--learner] | promote <id> | remove <id> |
     /// transfer-leader <id>`.
     Cluster(ClusterArgs),
+    /// Make a cluster CA and node certificates: `certs init --dir D`, then
+    /// `certs issue --dir D --name node1 --host 127.0.0.1 --host node1`.
+    Certs {
+        #[command(subcommand)]
+        op: rustyraft::tls::CertsCommand,
+    },
+    /// Manage client tokens: `token add --file F --user ada [--admin]` (prints the token once),
+    /// `token revoke --file F --user ada`, `token rotate --file F --user ada`, `token list`.
+    Token {
+        #[command(subcommand)]
+        op: rustyraft::api::auth::TokenCommand,
+    },
     /// Send one message; prints its seq and raft index.
     Send {
         /// Node addresses, comma-separated; the client fails over between them.
@@ -36,8 +56,8 @@ enum Cmd {
         /// Room name.
         #[arg(long)]
         room: String,
-        /// Author name.
-        #[arg(long)]
+        /// Author name (with a token: empty or your own user; it defaults to the user).
+        #[arg(long, default_value = "")]
         author: String,
         /// Idempotency key; a retry with the same id never duplicates the message.
         #[arg(long)]
@@ -66,8 +86,8 @@ enum Cmd {
         /// Room name.
         #[arg(long)]
         room: String,
-        /// Your name.
-        #[arg(long)]
+        /// Your name (with a token: empty or your own user; it defaults to the user).
+        #[arg(long, default_value = "")]
         author: String,
     },
     /// Print a page of a room's history.
@@ -308,6 +328,20 @@ struct RunArgs {
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the client services (ChatService, Cluster, health, reflection) over TLS with this
+    /// certificate (PEM, from `certs issue`). Needs --tls-key and --ca.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a bearer token from this file (`token add`) on ChatService and Cluster calls;
+    /// the file is re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    client_tokens: Option<PathBuf>,
+    /// With --client-tokens: GetHistory, Subscribe and ListRooms need no token.
+    #[arg(long, requires = "client_tokens")]
+    open_reads: bool,
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -344,6 +378,31 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// A bad file or argument: the message (naming the file) and exit code 2.
+fn fail2(msg: impl std::fmt::Display) -> ! {
+    eprintln!("raft_client: {msg}");
+    std::process::exit(2)
+}
+
+fn credentials(ca: Option<&std::path::Path>, token: Option<&str>) -> rustyraft::tls::Credentials {
+    rustyraft::tls::Credentials::from_cli(ca, token).unwrap_or_else(|e| fail2(e))
+}
+
+fn run_certs(op: rustyraft::tls::CertsCommand) -> anyhow::Result<()> {
+    let out = op.run().unwrap_or_else(|e| fail2(e));
+    println!("{out}");
+    Ok(())
+}
+
+fn run_token(op: rustyraft::api::auth::TokenCommand) -> anyhow::Result<()> {
+    let (out, note) = op.run().unwrap_or_else(|e| fail2(e));
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    eprintln!("{note}");
+    Ok(())
+}
+
 fn usage_error(msg: &str) -> ! {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
@@ -351,7 +410,7 @@ fn usage_error(msg: &str) -> ! {
         .exit()
 }
 
-async fn run_node(a: RunArgs) -> anyhow::Result<()> {
+async fn run_node(a: RunArgs, dial: rustyraft::tls::Credentials) -> anyhow::Result<()> {
     if a.election_min_ms < 2 * a.heartbeat_ms {
         usage_error("--election-min-ms must be at least twice --heartbeat-ms");
     }
@@ -406,6 +465,22 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
     cfg.max_text_bytes = a.max_message_bytes;
+    if a.tls_cert.is_some() && !dial.is_tls() {
+        usage_error(
+            "--tls-cert needs --ca (the cluster CA: nodes reach each other's client listeners \
+             over TLS)",
+        );
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        rustyraft::tls::server_config(cert, key).unwrap_or_else(|e| fail2(e));
+        cfg.client.tls = Some((cert.clone(), key.clone()));
+    }
+    if let Some(t) = &a.client_tokens {
+        rustyraft::api::auth::TokenFile::load(t, false).unwrap_or_else(|e| fail2(e));
+    }
+    cfg.client.dial = dial;
+    cfg.client.tokens = a.client_tokens;
+    cfg.client.open_reads = a.open_reads;
     rustyraft::server::run(cfg, rustyraft::server::shutdown_signal()).await?;
     Ok(())
 }
@@ -413,7 +488,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
 /// How long `raft_client cluster` keeps trying (redirects, elections) before giving up.
 const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 
-async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
+async fn run_cluster(a: ClusterArgs, creds: rustyraft::tls::Credentials) -> anyhow::Result<()> {
     let Some(addr) = a.addr else {
         usage_error("cluster: --addr is required (one or more node addresses, comma-separated)");
     };
@@ -431,7 +506,7 @@ async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
         ClusterOp::Remove { id } => MembershipCall::Remove { id: *id },
         ClusterOp::TransferLeader { id } => MembershipCall::TransferLeader { id: *id },
     };
-    let mut c = Client::new(&addr)?;
+    let mut c = Client::with_credentials(&addr, creds)?;
     match c.membership(&call, CLUSTER_DEADLINE).await? {
         MembershipReply::Leader(id) => println!("node {id} is the leader"),
         MembershipReply::Conf(r) => {
@@ -501,9 +576,19 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Bench(_) | Cmd::BenchFanout(_) | Cmd::BenchProbe { .. }
+    ) && (cli.ca.is_some() || cli.token.is_some())
+    {
+        usage_error("the bench commands do not support --ca or --token yet");
+    }
+    let creds = credentials(cli.ca.as_deref(), cli.token.as_deref());
     let res: anyhow::Result<()> = match cli.cmd {
-        Cmd::Run(a) => run_node(a).await,
-        Cmd::Cluster(a) => run_cluster(a).await,
+        Cmd::Run(a) => run_node(*a, creds).await,
+        Cmd::Cluster(a) => run_cluster(a, creds).await,
+        Cmd::Certs { op } => run_certs(op),
+        Cmd::Token { op } => run_token(op),
         Cmd::Send {
             addr,
             room,
@@ -512,7 +597,7 @@ async fn main() -> std::process::ExitCode {
             text,
         } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 let m = c.send(&room, &author, &text, id).await?;
                 println!(
                     "seq={} index={} room={} id={}",
@@ -524,7 +609,7 @@ async fn main() -> std::process::ExitCode {
         }
         Cmd::Tail { addr, room, from } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 tokio::select! {
                     r = c.tail(&room, from, |m| println!("{}", client::format_message(m))) => r?,
                     _ = tokio::signal::ctrl_c() => {}
@@ -536,7 +621,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Chat { addr, room, author } => {
             async {
                 tokio::select! {
-                    r = client::interactive_chat(&addr, &room, &author) => r?,
+                    r = client::interactive_chat(&addr, creds, &room, &author) => r?,
                     _ = tokio::signal::ctrl_c() => {}
                 }
                 Ok(())
@@ -553,7 +638,7 @@ async fn main() -> std::process::ExitCode {
             min_index,
         } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 let consistency = if local {
                     rustyraft::pb::Consistency::Sequential
                 } else {
@@ -602,14 +687,16 @@ async fn main() -> std::process::ExitCode {
             addr,
             service,
             timeout_ms,
-        } => match client::health_check(&addr, &service, Duration::from_millis(timeout_ms)).await {
+        } => match client::health_check(&addr, creds, &service, Duration::from_millis(timeout_ms))
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!("{addr}: not serving")),
             Err(e) => Err(anyhow::anyhow!("{addr}: {e}")),
         },
         Cmd::Status { addr, json } => {
             async {
-                let c = Client::new(&addr)?;
+                let c = Client::with_credentials(&addr, creds)?;
                 let all = c.status_all().await;
                 if json {
                     println!("{}", client::status_json(&all));

@@ -29,7 +29,7 @@ use crate::chat::ChatError;
 use crate::raft::{ConfState, NodeId, StorageError};
 use crate::storage::{DiskConfig, DiskStorage};
 
-pub use self::config::{check_identity, stored_cluster_id, JoinConfig, NodeConfig};
+pub use self::config::{check_identity, stored_cluster_id, ClientSecurity, JoinConfig, NodeConfig};
 pub use self::driver::{Driver, Started};
 pub use self::handle::{NodeHandle, EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE};
 pub use self::membership::{ConfChanged, ConfOp, MembershipError};
