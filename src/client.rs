@@ -7,12 +7,17 @@
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
 use crate::pb::cluster_client::ClusterClient;
+use crate::tls::Credentials;
+
+/// A channel to one node that adds the client's token (if any) to every call.
+pub type AuthChannel = InterceptedService<Channel, Credentials>;
 
 /// How long a client command keeps failing over before giving up.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
@@ -56,44 +61,58 @@ fn retryable(code: Code) -> bool {
 pub struct Client {
     addrs: Vec<String>,
     current: usize,
+    creds: Credentials,
 }
 
 impl Client {
-    /// Parses a comma-separated address list (`host:port` or `http://host:port`).
+    /// Parses a comma-separated address list (`host:port` or `http://host:port`), for a
+    /// cluster without TLS or authentication.
     pub fn new(addrs: &str) -> Result<Client, ClientError> {
+        Self::with_credentials(addrs, Credentials::plain())
+    }
+
+    /// Like [`Client::new`], dialling with `creds` (TLS trusting the cluster CA, a token):
+    /// `host:port` becomes `https://host:port` under TLS.
+    pub fn with_credentials(addrs: &str, creds: Credentials) -> Result<Client, ClientError> {
         let addrs: Vec<String> = addrs
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|a| {
-                if a.contains("://") {
-                    a.to_string()
-                } else {
-                    format!("http://{a}")
-                }
-            })
+            .map(|a| creds.url(a))
             .collect();
         if addrs.is_empty() {
             return Err(ClientError::NoAddress);
         }
         for a in &addrs {
-            Endpoint::from_shared(a.clone())
-                .map_err(|e| ClientError::BadAddress(a.clone(), e.to_string()))?;
+            creds
+                .endpoint(a)
+                .map_err(|e| ClientError::BadAddress(a.clone(), e))?;
         }
-        Ok(Client { addrs, current: 0 })
+        Ok(Client {
+            addrs,
+            current: 0,
+            creds,
+        })
     }
 
-    fn channel(&self, i: usize) -> Result<Channel, ClientError> {
+    fn channel(&self, i: usize) -> Result<AuthChannel, ClientError> {
         self.channel_with_timeout(i, Duration::from_secs(10))
     }
 
-    fn channel_with_timeout(&self, i: usize, timeout: Duration) -> Result<Channel, ClientError> {
+    fn channel_with_timeout(
+        &self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<AuthChannel, ClientError> {
         let a = &self.addrs[i % self.addrs.len()];
-        Ok(Endpoint::from_shared(a.clone())
-            .map_err(|e| ClientError::BadAddress(a.clone(), e.to_string()))?
+        let ch = self
+            .creds
+            .endpoint(a)
+            .map_err(|e| ClientError::BadAddress(a.clone(), e))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(timeout)
-            .connect_lazy())
+            .connect_lazy();
+        Ok(InterceptedService::new(ch, self.creds.clone()))
     }
 
     /// Points the client at the leader named in an UNAVAILABLE answer's `x-rustyraft-leader`
@@ -111,12 +130,8 @@ impl Client {
             self.rotate();
             return false;
         };
-        let url = if addr.contains("://") {
-            addr
-        } else {
-            format!("http://{addr}")
-        };
-        if Endpoint::from_shared(url.clone()).is_err() {
+        let url = self.creds.url(&addr);
+        if self.creds.endpoint(&url).is_err() {
             self.rotate();
             return false;
         }
@@ -404,7 +419,8 @@ impl Client {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            out.push((a.trim_start_matches("http://").to_string(), res));
+            let shown = a.split_once("://").map_or(a.as_str(), |(_, rest)| rest);
+            out.push((shown.to_string(), res));
         }
         out
     }
@@ -577,9 +593,14 @@ pub fn status_table(all: &[(String, Result<pb::StatusResponse, String>)]) -> Str
 }
 
 /// Interactive chat: prints the room live and sends each line typed on stdin.
-pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(), ClientError> {
-    let mut tail_client = Client::new(addrs)?;
-    let mut send_client = Client::new(addrs)?;
+pub async fn interactive_chat(
+    addrs: &str,
+    creds: Credentials,
+    room: &str,
+    author: &str,
+) -> Result<(), ClientError> {
+    let mut tail_client = Client::with_credentials(addrs, creds.clone())?;
+    let mut send_client = Client::with_credentials(addrs, creds)?;
     let room_t = room.to_string();
     // Show a little context (the last 20 messages), then everything live.
     let start = tail_client
@@ -615,12 +636,13 @@ pub async fn interactive_chat(addrs: &str, room: &str, author: &str) -> Result<(
 /// image needs no extra probe tool. Returns `Ok(false)` for any answer other than SERVING.
 pub async fn health_check(
     addr: &str,
+    creds: Credentials,
     service: &str,
     timeout: Duration,
 ) -> Result<bool, ClientError> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    let c = Client::new(addr)?;
+    let c = Client::with_credentials(addr, creds)?;
     let mut h = HealthClient::new(c.channel(0)?);
     let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
         service: service.into(),

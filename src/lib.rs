@@ -9,6 +9,8 @@
 //!   group commit, atomic hard state and snapshot files ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, the wire-level metadata keys and the
 //!   machine-readable refusal reasons ([`pb::Reason`]). Used only at the gRPC edges.
+//! - [`tls`]: the cluster CA and node certificates (`raft_client certs`), PEM files loaded into
+//!   tonic's TLS configs, and the [`tls::Credentials`] (CA, bearer token) clients dial with.
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
 //! - [`client`]: the client commands of `raft_client` (send, tail, chat, history, status,
 //!   health, membership calls) with failover between nodes.
@@ -36,4 +38,5 @@ pub mod pb;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::auth::{Authenticated, TokenStore};
 use crate::api::{ChatApi, ClusterApi, CHAT_DECODE_LIMIT};
 use crate::node::{join, Driver, NodeConfig, NodeError, NodeHandle};
 use crate::pb;
@@ -56,6 +57,9 @@ pub enum ServeError {
     /// `--join` failed: the cluster could not be reached, or refused to add this node.
     #[error("join: {0}")]
     Join(String),
+    /// The client listener's TLS files or token file are unusable (the message names the file).
+    #[error("client security: {0}")]
+    Security(String),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -86,6 +90,20 @@ pub async fn serve(
     peer: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // Checked before anything starts, so a bad file is a clean refusal naming it.
+    let client_tls = match &cfg.client.tls {
+        Some((cert, key)) => Some(
+            crate::tls::server_config(cert, key)
+                .map_err(|e| ServeError::Security(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let tokens = match &cfg.client.tokens {
+        Some(path) => {
+            Some(TokenStore::open(path, cfg.client.open_reads).map_err(ServeError::Security)?)
+        }
+        None => None,
+    };
     if let Some(j) = cfg.join.clone() {
         join::prepare(&mut cfg, &j)
             .await
@@ -97,7 +115,9 @@ pub async fn serve(
     let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
         .with_auth(cfg.peer_auth()?)
         .with_draining(node.draining());
-    let chat = ChatApi::new(node.clone());
+    // Forwards carry the client's token, never this node's own (`--token` is for `--join`).
+    let chat =
+        ChatApi::new(node.clone()).with_dial(cfg.client.dial.clone().with_authorization(None));
     let cluster = ClusterApi::new(node.clone());
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -137,7 +157,8 @@ pub async fn serve(
         spawn_join(&node, j, join_failed.clone());
     }
     tracing::info!(id = cfg.id, addr = %cfg.addr, peer_addr = %cfg.peer_addr,
-        peer_auth = !cfg.cluster_secrets.is_empty(), "serving gRPC");
+        peer_auth = !cfg.cluster_secrets.is_empty(), tls = client_tls.is_some(),
+        auth = tokens.is_some(), "serving gRPC");
     // The peer listener serves the Raft service and nothing else; it stops with the drain.
     let peer_drained = node.draining();
     let peer_server = node.spawn(
@@ -150,18 +171,22 @@ pub async fn serve(
             )
             .serve_with_incoming_shutdown(nodelay_incoming(peer), peer_drained.cancelled_owned()),
     );
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    // Decode well past the text limit, so an oversized message gets the precise
+    // INVALID_ARGUMENT from validation rather than a transport-level refusal.
+    let chat = pb::chat_service_server::ChatServiceServer::new(chat)
+        .max_decoding_message_size(CHAT_DECODE_LIMIT);
+    let chat = Authenticated::new(chat, tokens.clone());
+    let cluster = Authenticated::new(pb::cluster_server::ClusterServer::new(cluster), tokens);
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = client_tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            // Decode well past the text limit, so an oversized message gets the precise
-            // INVALID_ARGUMENT from validation rather than a transport-level refusal.
-            pb::chat_service_server::ChatServiceServer::new(chat)
-                .max_decoding_message_size(CHAT_DECODE_LIMIT),
-        )
-        .add_service(pb::cluster_server::ClusterServer::new(cluster))
+        .add_service(chat)
+        .add_service(cluster)
         .serve_with_incoming_shutdown(nodelay_incoming(client), stop)
         .await;
     tracing::info!(id = cfg.id, "gRPC server stopped; stopping the driver");

@@ -294,19 +294,38 @@ async fn forged_messages_to_every_port_of_a_launcher_cluster_change_nothing() {
     let ports = listening_ports(&family(launcher.0.id()));
     // 3 client ports, 3 peer ports, and the launcher's proxies (8 per node).
     assert!(ports.len() >= 3 + 3 + 24, "{ports:?}");
-    for port in &ports {
-        let mut p = RaftClient::new(channel(&format!("127.0.0.1:{port}")));
+    // Every port at once, each call bounded: a proxy towards a node id that is not running
+    // holds the connection until the call gives up.
+    let probes = ports.iter().map(|&port| async move {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(3))
+            .connect_lazy();
+        let mut p = RaftClient::new(ch);
+        let mut codes = Vec::new();
         for to in 1..=3 {
-            let a = code(p.append_entries(forged_append(9, to, 5000, 3)).await);
-            let v = code(p.request_vote(forged_vote(9, to, 5000)).await);
-            for c in [a, v] {
-                assert!(
-                    matches!(c, Code::Unimplemented | Code::Unauthenticated),
-                    "port {port}: {c:?}"
-                );
+            codes.push(code(p.append_entries(forged_append(9, to, 5000, 3)).await));
+            codes.push(code(p.request_vote(forged_vote(9, to, 5000)).await));
+        }
+        (port, codes)
+    });
+    let (mut unimplemented, mut unauthenticated) = (0, 0);
+    for (port, codes) in futures_util::future::join_all(probes).await {
+        for c in codes {
+            match c {
+                Code::Unimplemented => unimplemented += 1,
+                Code::Unauthenticated => unauthenticated += 1,
+                // A proxy towards a node id that is not running closes or holds the connection.
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => {}
+                other => panic!("port {port}: a forged call got {other:?}"),
             }
         }
     }
+    // Client ports answer UNIMPLEMENTED; peer ports and the proxies to the three live nodes'
+    // peer ports (2 per node) answer UNAUTHENTICATED; 2 calls x 3 receivers each.
+    assert!(unimplemented >= 3 * 6, "{unimplemented}");
+    assert!(unauthenticated >= (3 + 6) * 6, "{unauthenticated}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         before,

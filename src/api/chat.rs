@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{author_for, caller, Caller};
 use super::convert::{self, decode_room_token, decode_seq_token, encode_room_token};
 use super::follow::follow;
 use super::{chat_status, node_status};
@@ -21,6 +22,7 @@ use crate::node::{NodeError, NodeHandle};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
 use crate::raft::Role;
+use crate::tls::Credentials;
 
 /// How long a write keeps retrying through elections before answering UNAVAILABLE.
 const SUBMIT_DEADLINE: Duration = Duration::from_secs(8);
@@ -48,6 +50,9 @@ pub struct ChatApi {
     /// Clients to leaders, by address; connected lazily and reused. std Mutex: never held
     /// across an await.
     leaders: Arc<Mutex<HashMap<String, ChatServiceClient<Channel>>>>,
+    /// How this node dials the leader: plain, or TLS trusting the cluster CA (`run --ca`).
+    /// Never a token of its own: a forward carries the client's.
+    dial: Credentials,
 }
 
 fn now_ms() -> i64 {
@@ -63,7 +68,14 @@ impl ChatApi {
         ChatApi {
             node,
             leaders: Arc::new(Mutex::new(HashMap::new())),
+            dial: Credentials::plain(),
         }
+    }
+
+    /// Forwards to the leader with `dial` (TLS when the cluster's client listeners run TLS).
+    pub fn with_dial(mut self, dial: Credentials) -> Self {
+        self.dial = dial;
+        self
     }
 
     fn leader_client(&self, addr: &str) -> Result<ChatServiceClient<Channel>, Status> {
@@ -74,7 +86,9 @@ impl ChatApi {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = self
+            .dial
+            .endpoint(addr)
             .map_err(|e| Status::internal(format!("bad leader address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true);
@@ -83,13 +97,25 @@ impl ChatApi {
         Ok(c)
     }
 
-    async fn forward(&self, addr: &str, cmd: &Command) -> Result<Applied, Status> {
+    async fn forward(
+        &self,
+        addr: &str,
+        cmd: &Command,
+        caller: Option<&Caller>,
+    ) -> Result<Applied, Status> {
         let mut client = self.leader_client(addr)?;
-        fn req<T>(t: T) -> Request<T> {
+        // The client's own credentials go along: the leader checks the same token, so the
+        // author stays the authenticated user and a follower cannot vouch for anyone.
+        let auth = caller.map(|c| &c.authorization);
+        fn req<T>(t: T, auth: Option<&MetadataValue<Ascii>>) -> Request<T> {
             let mut r = Request::new(t);
             r.set_timeout(FORWARD_TIMEOUT);
             r.metadata_mut()
                 .insert(pb::meta::FORWARDED, MetadataValue::from_static("1"));
+            if let Some(a) = auth {
+                r.metadata_mut()
+                    .insert(crate::tls::AUTHORIZATION, a.clone());
+            }
             r
         }
         match cmd.clone() {
@@ -101,12 +127,15 @@ impl ChatApi {
                 ..
             } => {
                 let resp = client
-                    .send_message(req(pb::SendMessageRequest {
-                        room,
-                        author,
-                        text,
-                        client_request_id: id,
-                    }))
+                    .send_message(req(
+                        pb::SendMessageRequest {
+                            room,
+                            author,
+                            text,
+                            client_request_id: id,
+                        },
+                        auth,
+                    ))
                     .await?
                     .into_inner();
                 let m = resp
@@ -120,7 +149,7 @@ impl ChatApi {
             }
             Command::CreateRoom { room } => {
                 let resp = client
-                    .create_room(req(pb::CreateRoomRequest { room }))
+                    .create_room(req(pb::CreateRoomRequest { room }, auth))
                     .await?
                     .into_inner();
                 Ok(Applied::RoomCreated {
@@ -138,6 +167,7 @@ impl ChatApi {
         cmd: Command,
         forwarded: bool,
         budget: Duration,
+        caller: Option<&Caller>,
     ) -> Result<Applied, Status> {
         let deadline = Instant::now() + budget;
         let me = self.node.config().id;
@@ -161,7 +191,7 @@ impl ChatApi {
                 }));
             } else if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != me) {
                 // The leader's client port: `--route` overrides only peer (Raft) links.
-                match self.forward(&addr, &cmd).await {
+                match self.forward(&addr, &cmd, caller).await {
                     Ok(a) => return Ok(a),
                     Err(st)
                         if matches!(
@@ -192,12 +222,15 @@ impl ChatApi {
     }
 
     /// Validates and commits a send; returns the stored (or original, on a retry) message.
+    /// With authentication on, the author is the `caller`'s user ([`author_for`]).
     pub async fn send(
         &self,
         req: pb::SendMessageRequest,
         forwarded: bool,
         budget: Duration,
+        caller: Option<&Caller>,
     ) -> Result<pb::Message, Status> {
+        let author = author_for(caller, req.author)?;
         let id = if req.client_request_id.is_empty() {
             server_message_id()
         } else {
@@ -205,14 +238,14 @@ impl ChatApi {
         };
         let cmd = Command::Send {
             room: req.room,
-            author: req.author,
+            author,
             text: req.text,
             id,
             sent_at_unix_ms: now_ms(),
         };
         cmd.validate(self.node.config().max_text_bytes)
             .map_err(chat_status)?;
-        match self.submit(cmd, forwarded, budget).await? {
+        match self.submit(cmd, forwarded, budget, caller).await? {
             Applied::Sent { message, .. } => Ok(pb::Message::from(&message)),
             other => Err(Status::internal(format!(
                 "unexpected outcome of a send: {other:?}"
@@ -299,9 +332,14 @@ fn server_message_id() -> String {
 }
 
 /// One send of a `SendStream` call, answered as its response.
-async fn tagged_send(api: ChatApi, r: pb::SendStreamRequest, fwd: bool) -> pb::SendStreamResponse {
+async fn tagged_send(
+    api: ChatApi,
+    r: pb::SendStreamRequest,
+    fwd: bool,
+    caller: Option<Caller>,
+) -> pb::SendStreamResponse {
     let result = match r.send {
-        Some(send) => api.send(send, fwd, SUBMIT_DEADLINE).await,
+        Some(send) => api.send(send, fwd, SUBMIT_DEADLINE, caller.as_ref()).await,
         None => Err(Status::invalid_argument("SendStreamRequest without a send")),
     };
     match result {
@@ -332,6 +370,7 @@ async fn pipeline_sends(
     tx: mpsc::Sender<Result<pb::SendStreamResponse, Status>>,
     draining: tokio_util::sync::CancellationToken,
     fwd: bool,
+    caller: Option<Caller>,
 ) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut pending = FuturesUnordered::new();
@@ -348,7 +387,7 @@ async fn pipeline_sends(
             }
             m = inbound.message(), if reading && pending.len() < SEND_STREAM_MAX_IN_FLIGHT => {
                 match m {
-                    Ok(Some(r)) => pending.push(tagged_send(api.clone(), r, fwd)),
+                    Ok(Some(r)) => pending.push(tagged_send(api.clone(), r, fwd, caller.clone())),
                     // The client is done sending; answer what is pending.
                     Ok(None) => reading = false,
                     // The client went away (or sent garbage): nobody to answer.
@@ -371,7 +410,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let fwd = forwarded(&request);
         let budget = submit_budget(&request);
-        let m = self.send(request.into_inner(), fwd, budget).await?;
+        let who = caller(&request);
+        let m = self
+            .send(request.into_inner(), fwd, budget, who.as_ref())
+            .await?;
         Ok(Response::new(pb::SendMessageResponse { message: Some(m) }))
     }
 
@@ -421,11 +463,18 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<Streaming<pb::SendStreamRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         let fwd = forwarded(&request);
+        let who = caller(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let draining = self.node.draining();
-        self.node
-            .spawn(pipeline_sends(self.clone(), inbound, tx, draining, fwd));
+        self.node.spawn(pipeline_sends(
+            self.clone(),
+            inbound,
+            tx,
+            draining,
+            fwd,
+            who,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -449,6 +498,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         &self,
         request: Request<Streaming<pb::ChatRequest>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
+        let who = caller(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -502,7 +552,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
                     text: r.text,
                     client_request_id: r.client_request_id,
                 };
-                let event = match api.send(req, false, SUBMIT_DEADLINE).await {
+                let event = match api.send(req, false, SUBMIT_DEADLINE, who.as_ref()).await {
                     Ok(m) => pb::chat_event::Event::Sent(m),
                     Err(st) => {
                         pb::chat_event::Event::Error(format!("{:?}: {}", st.code(), st.message()))
@@ -556,10 +606,16 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<pb::CreateRoomResponse>, Status> {
         let fwd = forwarded(&request);
         let budget = submit_budget(&request);
+        let who = caller(&request);
         let room = request.into_inner().room;
         validate_room(&room).map_err(chat_status)?;
         match self
-            .submit(Command::CreateRoom { room: room.clone() }, fwd, budget)
+            .submit(
+                Command::CreateRoom { room: room.clone() },
+                fwd,
+                budget,
+                who.as_ref(),
+            )
             .await?
         {
             Applied::RoomCreated {

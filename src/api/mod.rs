@@ -3,8 +3,10 @@
 //! a server (with the peer service, health and reflection) is [`crate::server`]'s job. This is
 //! the only place that maps node and chat errors to `tonic::Status`, with the precise codes the
 //! contract promises and a machine-readable [`pb::Reason`] where a client has a decision to make.
+//! [`auth`] checks client tokens in front of both services.
 
 mod admin;
+pub mod auth;
 mod chat;
 mod convert;
 mod follow;

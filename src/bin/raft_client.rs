@@ -1,15 +1,16 @@
 //! `raft_client`: one RustyRaft node (`run`) plus the client subcommands (`send`, `tail`,
 //! `chat`, `status`). Thin on purpose: parse arguments, set up tracing, call the library.
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+#[path = "raft_client/run.rs"]
+mod run;
+use run::{run_node, RunArgs};
 use rustyraft::bench::{self, Api, FanoutConfig, LoadConfig, Target};
 use rustyraft::client::{self, Client};
 use rustyraft::client::{MembershipCall, MembershipReply};
-use rustyraft::node::{JoinConfig, NodeConfig};
 
 /// Command line of `raft_client`.
 #[derive(Parser, Debug)]
@@ -17,6 +18,14 @@ use rustyraft::node::{JoinConfig, NodeConfig};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Dial nodes over TLS, trusting only this CA certificate (the cluster's `ca.pem`). For
+    /// `run`: how this node reaches the others' client listeners (required with --tls-cert).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Bearer token sent with every call (default: $RUSTYRAFT_TOKEN). For `run`: the admin
+    /// token `--join` asks with.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -28,6 +37,18 @@ enum Cmd {
     /// `cluster --addr A add <id> <addr> [--learner] | promote <id> | remove <id> |
     /// transfer-leader <id>`.
     Cluster(ClusterArgs),
+    /// Make a cluster CA and node certificates: `certs init --dir D`, then
+    /// `certs issue --dir D --name node1 --host 127.0.0.1 --host node1`.
+    Certs {
+        #[command(subcommand)]
+        op: rustyraft::tls::CertsCommand,
+    },
+    /// Manage client tokens: `token add --file F --user ada [--admin]` (prints the token once),
+    /// `token revoke --file F --user ada`, `token rotate --file F --user ada`, `token list`.
+    Token {
+        #[command(subcommand)]
+        op: rustyraft::api::auth::TokenCommand,
+    },
     /// Send one message; prints its seq and raft index.
     Send {
         /// Node addresses, comma-separated; the client fails over between them.
@@ -36,8 +57,8 @@ enum Cmd {
         /// Room name.
         #[arg(long)]
         room: String,
-        /// Author name.
-        #[arg(long)]
+        /// Author name (with a token: empty or your own user; it defaults to the user).
+        #[arg(long, default_value = "")]
         author: String,
         /// Idempotency key; a retry with the same id never duplicates the message.
         #[arg(long)]
@@ -66,8 +87,8 @@ enum Cmd {
         /// Room name.
         #[arg(long)]
         room: String,
-        /// Your name.
-        #[arg(long)]
+        /// Your name (with a token: empty or your own user; it defaults to the user).
+        #[arg(long, default_value = "")]
         author: String,
     },
     /// Print a page of a room's history.
@@ -283,140 +304,6 @@ fn parse_member_addr(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-#[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("members").required(true).args(["peers", "join"])))]
-struct RunArgs {
-    /// This node's id (a small positive integer).
-    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
-    id: u64,
-    /// Address the client services listen on, host:port (0.0.0.0:PORT listens on every
-    /// interface).
-    addr: SocketAddr,
-    /// Address the peer Raft service listens on (never the client port). Default: the client
-    /// address with its port + 1000.
-    #[arg(long)]
-    peer_addr: Option<SocketAddr>,
-    /// Peer address the other members reach this node at, when it differs from the advertised
-    /// client host with the peer port.
-    #[arg(long, value_parser = parse_member_addr)]
-    advertise_peer: Option<String>,
-    /// Address the other members and clients reach this node at, host:port, when it differs
-    /// from the listen address (a container listening on 0.0.0.0 and known as `node1:50051`).
-    /// Defaults to the listen address. This node's entry in `peers`, if present, must equal it.
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Members of a new cluster, comma-separated `id=host:port` (client addresses; each peer
-    /// listener is at the client port + 1000), or `id=host:port@host:peerport` to give the
-    /// peer address. This node's own entry is allowed. Only seeds a fresh data directory:
-    /// afterwards the replicated membership rules.
-    #[arg(value_parser = parse_members)]
-    peers: Option<Members>,
-    /// Join a running cluster instead: client addresses of one or more of its nodes,
-    /// comma-separated. The node starts empty, learns the cluster id and the members from them,
-    /// and asks the leader to add it (as a voter once caught up, unless --learner). Harmless on
-    /// a restart: a node its storage lists as a member does nothing more.
-    #[arg(long, value_name = "ADDR[,ADDR...]", conflicts_with = "peers")]
-    join: Option<String>,
-    /// With --join: join as a non-voting learner and stay one.
-    #[arg(long, requires = "join")]
-    learner: bool,
-    /// Dial some peers' Raft services at another address than the replicated peer address,
-    /// `ID=host:port,...` (the launcher routes every peer link through its fault-injecting
-    /// proxies this way).
-    #[arg(long, value_parser = parse_peers)]
-    route: Option<BTreeMap<u64, String>>,
-    /// Data directory (default `./data/node-<id>`); `<dir>/raft` holds the log.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Cluster id; peers with another id are refused. Default `rustyraft`; with --join, the
-    /// cluster's own id (giving one checks it).
-    #[arg(long)]
-    cluster_id: Option<String>,
-    /// File with the cluster secret (one per line: the first signs peer calls, every line is
-    /// accepted, for rotation). Kept in `<data-dir>/cluster.secret`, so restarts need no flag.
-    /// Without it, the environment variable RUSTYRAFT_CLUSTER_SECRET (comma-separated) is used.
-    /// Peer calls without valid credentials are refused (UNAUTHENTICATED) and change nothing.
-    #[arg(long, value_name = "FILE", conflicts_with = "join_token")]
-    cluster_secret_file: Option<PathBuf>,
-    /// With --join: the cluster id and secret in one string, from `raft_client cluster
-    /// join-token --data-dir <a member's data dir>`.
-    #[arg(long, requires = "join")]
-    join_token: Option<String>,
-    /// Run without peer authentication even though the peer listener is reachable beyond
-    /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
-    #[arg(long)]
-    insecure_peers: bool,
-    /// Heartbeat interval (one tick), in milliseconds.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
-    heartbeat_ms: u64,
-    /// Minimum election timeout in milliseconds; timeouts are drawn from [min, max).
-    #[arg(long, default_value_t = 300)]
-    election_min_ms: u64,
-    /// Maximum election timeout in milliseconds; must be twice the minimum (the core draws
-    /// from [min, 2*min)).
-    #[arg(long, default_value_t = 600)]
-    election_max_ms: u64,
-    /// Compact the log after this many applied entries past the last snapshot.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    snapshot_threshold: u64,
-    /// Largest message text accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    max_message_bytes: usize,
-    /// Log format (the level comes from RUST_LOG, default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-/// Environment variable with the cluster secret(s), comma-separated, used when no
-/// `--cluster-secret-file` is given (the compose file passes the secret this way).
-const CLUSTER_SECRET_ENV: &str = "RUSTYRAFT_CLUSTER_SECRET";
-
-/// Bootstrap members: client addresses, and the peer addresses given explicitly.
-#[derive(Clone, Debug, Default)]
-struct Members {
-    client: BTreeMap<u64, String>,
-    peer: BTreeMap<u64, String>,
-}
-
-fn parse_members(s: &str) -> Result<Members, String> {
-    let mut m = Members::default();
-    for (id, a) in parse_peers(s)? {
-        match a.split_once('@') {
-            Some((client, peer)) => {
-                parse_member_addr(client)?;
-                parse_member_addr(peer)?;
-                m.client.insert(id, client.to_string());
-                m.peer.insert(id, peer.to_string());
-            }
-            None => {
-                m.client.insert(id, a);
-            }
-        }
-    }
-    Ok(m)
-}
-
-fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
-    let mut peers = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
-        let id: u64 = id
-            .parse()
-            .ok()
-            .filter(|&i| i > 0)
-            .ok_or_else(|| format!("peer id {id:?} is not a positive integer"))?;
-        if !addr.contains(':') {
-            return Err(format!("peer address {addr:?} is not host:port"));
-        }
-        if peers.insert(id, addr.to_string()).is_some() {
-            return Err(format!("peer id {id} is listed twice"));
-        }
-    }
-    Ok(peers)
-}
-
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -430,6 +317,31 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// A bad file or argument: the message (naming the file) and exit code 2.
+fn fail2(msg: impl std::fmt::Display) -> ! {
+    eprintln!("raft_client: {msg}");
+    std::process::exit(2)
+}
+
+fn credentials(ca: Option<&std::path::Path>, token: Option<&str>) -> rustyraft::tls::Credentials {
+    rustyraft::tls::Credentials::from_cli(ca, token).unwrap_or_else(|e| fail2(e))
+}
+
+fn run_certs(op: rustyraft::tls::CertsCommand) -> anyhow::Result<()> {
+    let out = op.run().unwrap_or_else(|e| fail2(e));
+    println!("{out}");
+    Ok(())
+}
+
+fn run_token(op: rustyraft::api::auth::TokenCommand) -> anyhow::Result<()> {
+    let (out, note) = op.run().unwrap_or_else(|e| fail2(e));
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    eprintln!("{note}");
+    Ok(())
+}
+
 fn usage_error(msg: &str) -> ! {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
@@ -437,126 +349,10 @@ fn usage_error(msg: &str) -> ! {
         .exit()
 }
 
-async fn run_node(a: RunArgs) -> anyhow::Result<()> {
-    if a.election_min_ms < 2 * a.heartbeat_ms {
-        usage_error("--election-min-ms must be at least twice --heartbeat-ms");
-    }
-    if a.election_max_ms != 2 * a.election_min_ms {
-        usage_error("--election-max-ms must be exactly twice --election-min-ms");
-    }
-    init_tracing(a.log_format);
-    let advertised = a.advertise.unwrap_or_else(|| a.addr.to_string());
-    if let Err(e) = rustyraft::node::membership::validate_addr(&advertised) {
-        usage_error(&format!("--advertise: {e}"));
-    }
-    let members = a.peers.unwrap_or_default();
-    let mut peers = members.client;
-    if a.join.is_none() {
-        match peers.get(&a.id) {
-            Some(own) if own != &advertised => usage_error(&format!(
-                "peers list node {} at {own}, but this node is reachable at {advertised} \
-                 (use --advertise when it differs from the listen address)",
-                a.id
-            )),
-            Some(_) => {}
-            None => {
-                peers.insert(a.id, advertised.clone());
-            }
-        }
-    }
-    let mut cfg = NodeConfig::new(a.id, a.addr, peers);
-    cfg.advertise = Some(advertised);
-    cfg.peer_addrs = members.peer;
-    if let Some(p) = a.peer_addr {
-        cfg.peer_addr = p;
-    }
-    if cfg.peer_addr == cfg.addr {
-        usage_error("--peer-addr must differ from the client address");
-    }
-    cfg.advertise_peer = a.advertise_peer;
-    cfg.insecure_peers = a.insecure_peers;
-    if let Some(f) = &a.cluster_secret_file {
-        match rustyraft::node::read_secrets(f) {
-            Ok(s) => cfg.cluster_secrets = s,
-            Err(e) => usage_error(&e.to_string()),
-        }
-    } else if let Ok(s) = std::env::var(CLUSTER_SECRET_ENV) {
-        // For containers: compose hands the secret over in the environment.
-        cfg.cluster_secrets = s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-    }
-    let mut token_cluster = None;
-    if let Some(t) = &a.join_token {
-        match rustyraft::node::join::decode_join_token(t) {
-            Ok((cluster, secret)) => {
-                cfg.cluster_secrets = vec![secret];
-                token_cluster = Some(cluster);
-            }
-            Err(e) => usage_error(&format!("--join-token: {e}")),
-        }
-    }
-    if let Some(d) = a.data_dir {
-        cfg.data_dir = d;
-    }
-    cfg.routes = a.route.unwrap_or_default();
-    cfg.routes.remove(&a.id);
-    if let Some(j) = a.join {
-        let targets: Vec<String> = j
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect();
-        if targets.is_empty() {
-            usage_error("--join needs at least one host:port");
-        }
-        if let (Some(want), Some(got)) = (&a.cluster_id, &token_cluster) {
-            if want != got {
-                usage_error(&format!(
-                    "--cluster-id is {want:?} but the join token is for cluster {got:?}"
-                ));
-            }
-        }
-        cfg.join = Some(JoinConfig {
-            targets,
-            learner: a.learner,
-            expect_cluster_id: a.cluster_id.clone().or(token_cluster.clone()),
-        });
-    }
-    cfg.cluster_id = a
-        .cluster_id
-        .or(token_cluster)
-        .unwrap_or_else(|| "rustyraft".into());
-    if cfg.cluster_secrets.is_empty() {
-        // A restart: the data directory keeps the secret it was given.
-        let kept = cfg.data_dir.join(rustyraft::node::SECRET_FILE);
-        if kept.exists() {
-            match rustyraft::node::read_secrets(&kept) {
-                Ok(s) => cfg.cluster_secrets = s,
-                Err(e) => usage_error(&e.to_string()),
-            }
-        }
-    }
-    // Refuse an open peer listener beyond loopback (and a weak secret) before anything starts.
-    if let Err(e) = cfg.peer_auth() {
-        usage_error(&e.to_string());
-    }
-    cfg.heartbeat = Duration::from_millis(a.heartbeat_ms);
-    cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
-    cfg.snapshot_threshold = a.snapshot_threshold;
-    cfg.max_text_bytes = a.max_message_bytes;
-    rustyraft::server::run(cfg, rustyraft::server::shutdown_signal()).await?;
-    Ok(())
-}
-
 /// How long `raft_client cluster` keeps trying (redirects, elections) before giving up.
 const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 
-async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
+async fn run_cluster(a: ClusterArgs, creds: rustyraft::tls::Credentials) -> anyhow::Result<()> {
     let call = match &a.op {
         ClusterOp::JoinToken { data_dir } => return print_join_token(data_dir),
         ClusterOp::Add {
@@ -577,7 +373,7 @@ async fn run_cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let Some(addr) = a.addr else {
         usage_error("cluster: --addr is required (one or more node addresses, comma-separated)");
     };
-    let mut c = Client::new(&addr)?;
+    let mut c = Client::with_credentials(&addr, creds)?;
     match c.membership(&call, CLUSTER_DEADLINE).await? {
         MembershipReply::Leader(id) => println!("node {id} is the leader"),
         MembershipReply::Conf(r) => {
@@ -647,9 +443,19 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Bench(_) | Cmd::BenchFanout(_) | Cmd::BenchProbe { .. }
+    ) && (cli.ca.is_some() || cli.token.is_some())
+    {
+        usage_error("the bench commands do not support --ca or --token yet");
+    }
+    let creds = credentials(cli.ca.as_deref(), cli.token.as_deref());
     let res: anyhow::Result<()> = match cli.cmd {
-        Cmd::Run(a) => run_node(*a).await,
-        Cmd::Cluster(a) => run_cluster(a).await,
+        Cmd::Run(a) => run_node(*a, creds).await,
+        Cmd::Cluster(a) => run_cluster(a, creds).await,
+        Cmd::Certs { op } => run_certs(op),
+        Cmd::Token { op } => run_token(op),
         Cmd::Send {
             addr,
             room,
@@ -658,7 +464,7 @@ async fn main() -> std::process::ExitCode {
             text,
         } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 let m = c.send(&room, &author, &text, id).await?;
                 println!(
                     "seq={} index={} room={} id={}",
@@ -670,7 +476,7 @@ async fn main() -> std::process::ExitCode {
         }
         Cmd::Tail { addr, room, from } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 tokio::select! {
                     r = c.tail(&room, from, |m| println!("{}", client::format_message(m))) => r?,
                     _ = tokio::signal::ctrl_c() => {}
@@ -682,7 +488,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Chat { addr, room, author } => {
             async {
                 tokio::select! {
-                    r = client::interactive_chat(&addr, &room, &author) => r?,
+                    r = client::interactive_chat(&addr, creds, &room, &author) => r?,
                     _ = tokio::signal::ctrl_c() => {}
                 }
                 Ok(())
@@ -699,7 +505,7 @@ async fn main() -> std::process::ExitCode {
             min_index,
         } => {
             async {
-                let mut c = Client::new(&addr)?;
+                let mut c = Client::with_credentials(&addr, creds)?;
                 let consistency = if local {
                     rustyraft::pb::Consistency::Sequential
                 } else {
@@ -748,14 +554,16 @@ async fn main() -> std::process::ExitCode {
             addr,
             service,
             timeout_ms,
-        } => match client::health_check(&addr, &service, Duration::from_millis(timeout_ms)).await {
+        } => match client::health_check(&addr, creds, &service, Duration::from_millis(timeout_ms))
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!("{addr}: not serving")),
             Err(e) => Err(anyhow::anyhow!("{addr}: {e}")),
         },
         Cmd::Status { addr, json } => {
             async {
-                let c = Client::new(&addr)?;
+                let c = Client::with_credentials(&addr, creds)?;
                 let all = c.status_all().await;
                 if json {
                     println!("{}", client::status_json(&all));

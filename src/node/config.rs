@@ -113,6 +113,24 @@ pub struct NodeConfig {
     pub dedupe_capacity: usize,
     /// Cap on a snapshot received from a peer.
     pub max_snapshot_bytes: u64,
+    /// TLS and authentication of the client listener, and how this node dials other nodes'
+    /// client listeners (forwarding sends, `--join`).
+    pub client: ClientSecurity,
+}
+
+/// The client side of issue 16: who may call `ChatService` and `Cluster`, over what.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSecurity {
+    /// `--tls-cert`, `--tls-key`: serve the client services over TLS with this pair.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How this node reaches other nodes' client listeners: TLS trusting `--ca` (required with
+    /// `--tls-cert`: a TLS cluster's nodes are only reachable over TLS), and for `--join` the
+    /// admin token (`--token`). A forwarded send never uses this token but the client's own.
+    pub dial: crate::tls::Credentials,
+    /// `--client-tokens FILE`: calls need a bearer token listed there.
+    pub tokens: Option<PathBuf>,
+    /// `--open-reads`: GetHistory, Subscribe and ListRooms need no token.
+    pub open_reads: bool,
 }
 
 impl NodeConfig {
@@ -140,6 +158,7 @@ impl NodeConfig {
             max_text_bytes: crate::chat::DEFAULT_MAX_TEXT_BYTES,
             dedupe_capacity: crate::chat::DEFAULT_DEDUPE_CAPACITY,
             max_snapshot_bytes: 1 << 30,
+            client: ClientSecurity::default(),
         }
     }
 

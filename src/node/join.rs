@@ -38,13 +38,13 @@ pub async fn prepare(cfg: &mut NodeConfig, j: &JoinConfig) -> Result<(), String>
                 expect_cluster_id: Some(cfg.cluster_id.clone()),
                 ..j.clone()
             };
-            tokio::time::timeout(Duration::from_secs(3), discover(&quick))
+            tokio::time::timeout(Duration::from_secs(3), discover(&quick, &cfg.client.dial))
                 .await
                 .ok()
                 .and_then(Result::ok)
         }
         None => {
-            let s = discover(j).await?;
+            let s = discover(j, &cfg.client.dial).await?;
             cfg.cluster_id = s.cluster_id.clone();
             Some(s)
         }
@@ -72,8 +72,12 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Asks the join targets for a Status, preferring one that knows a leader. Checks the cluster
-/// id against `join.expect_cluster_id`. Bounded by [`DISCOVER_DEADLINE`].
-pub async fn discover(join: &JoinConfig) -> Result<pb::StatusResponse, String> {
+/// id against `join.expect_cluster_id`. Bounded by [`DISCOVER_DEADLINE`]. `dial` is how the
+/// targets are reached (TLS, token: `run --ca`, `--token`).
+pub async fn discover(
+    join: &JoinConfig,
+    dial: &crate::tls::Credentials,
+) -> Result<pb::StatusResponse, String> {
     if join.targets.is_empty() {
         return Err("--join needs at least one address".into());
     }
@@ -82,7 +86,7 @@ pub async fn discover(join: &JoinConfig) -> Result<pb::StatusResponse, String> {
     loop {
         let mut fallback = None;
         for t in &join.targets {
-            match status_of(t).await {
+            match status_of(t, dial).await {
                 Ok(s) if s.cluster_id.is_empty() => last = format!("{t}: no cluster id"),
                 Ok(s) if s.leader_id != 0 => return check_cluster(join, s),
                 Ok(s) => fallback = Some(s),
@@ -113,18 +117,17 @@ fn check_cluster(join: &JoinConfig, s: pb::StatusResponse) -> Result<pb::StatusR
     }
 }
 
-async fn status_of(addr: &str) -> Result<pb::StatusResponse, String> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let ch = tonic::transport::Endpoint::from_shared(url)
+async fn status_of(
+    addr: &str,
+    dial: &crate::tls::Credentials,
+) -> Result<pb::StatusResponse, String> {
+    let ch = dial
+        .endpoint(addr)
         .map_err(|e| format!("bad address: {e}"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(2))
         .connect_lazy();
-    ClusterClient::new(ch)
+    ClusterClient::with_interceptor(ch, dial.clone())
         .status(pb::StatusRequest {})
         .await
         .map(|r| r.into_inner())
@@ -149,7 +152,8 @@ pub async fn add_self(node: NodeHandle, join: JoinConfig) -> Result<String, Stri
         peer_addr: cfg.advertised_peer_addr(),
         learner: join.learner,
     };
-    let mut client = Client::new(&join.targets.join(",")).map_err(|e| e.to_string())?;
+    let mut client = Client::with_credentials(&join.targets.join(","), cfg.client.dial.clone())
+        .map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
     tracing::info!(id = cfg.id, %addr, targets = ?join.targets, learner = join.learner,
         "joining the cluster");

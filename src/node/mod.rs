@@ -30,8 +30,8 @@ use crate::raft::{ConfState, NodeId, StorageError};
 use crate::storage::{DiskConfig, DiskStorage};
 
 pub use self::config::{
-    check_identity, read_secrets, settle_secrets, stored_cluster_id, JoinConfig, NodeConfig,
-    SECRET_FILE,
+    check_identity, read_secrets, settle_secrets, stored_cluster_id, ClientSecurity, JoinConfig,
+    NodeConfig, SECRET_FILE,
 };
 pub use self::driver::{Driver, Started};
 pub use self::handle::{NodeHandle, EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE};
