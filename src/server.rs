@@ -157,13 +157,19 @@ pub async fn serve(
         spawn_join(&node, j, join_failed.clone());
     }
     tracing::info!(id = cfg.id, addr = %cfg.addr, peer_addr = %cfg.peer_addr,
-        peer_auth = !cfg.cluster_secrets.is_empty(), tls = client_tls.is_some(),
+        peer_auth = !cfg.cluster_secrets.is_empty(), peer_tls = cfg.peer_tls.is_some(), tls = client_tls.is_some(),
         auth = tokens.is_some(), "serving gRPC");
     // The peer listener serves the Raft service and nothing else; it stops with the drain.
     let peer_drained = node.draining();
+    let mut peer_builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(t) = &cfg.peer_tls {
+        let tls = t
+            .server()
+            .map_err(|e| ServeError::Security(format!("peer TLS: {e}")))?;
+        peer_builder = peer_builder.tls_config(tls)?;
+    }
     let peer_server = node.spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        peer_builder
             .add_service(
                 pb::raft_server::RaftServer::new(raft)
                     .max_decoding_message_size(PEER_MESSAGE_LIMIT)

@@ -242,6 +242,35 @@ pub fn client_config(ca: &Path) -> Result<ClientTlsConfig, TlsError> {
     Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_cert(ca)?)))
 }
 
+/// The files of a node's peer mutual TLS (`--peer-tls-cert`, `--peer-tls-key`, `--peer-ca`): its
+/// own certificate (served to peers that dial it, and shown to peers it dials) and the cluster
+/// CA that every peer's certificate must chain to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    /// This node's certificate (PEM), e.g. from `raft_client certs issue`.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA that signed every member's certificate.
+    pub ca: std::path::PathBuf,
+}
+
+impl PeerTlsFiles {
+    /// The peer listener's TLS: this node's identity, and only clients holding a certificate
+    /// of the cluster CA get through the handshake.
+    pub fn server(&self) -> Result<ServerTlsConfig, TlsError> {
+        Ok(server_config(&self.cert, &self.key)?
+            .client_ca_root(Certificate::from_pem(read_cert(&self.ca)?)))
+    }
+
+    /// How this node dials peers: trusting only the cluster CA, and presenting its own
+    /// certificate.
+    pub fn client(&self) -> Result<ClientTlsConfig, TlsError> {
+        let identity = Identity::from_pem(read_cert(&self.cert)?, read_key(&self.key)?);
+        Ok(client_config(&self.ca)?.identity(identity))
+    }
+}
+
 /// How a client reaches a node: plain or TLS (trusting the cluster CA), with or without a
 /// bearer token. The CLI builds one from `--ca` and `--token`; a node builds one from its own
 /// `--ca` (to forward sends to the leader and to `--join`) and passes the client's token along.

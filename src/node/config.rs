@@ -100,6 +100,11 @@ pub struct NodeConfig {
     /// Accept running without peer authentication on a peer listener reachable beyond
     /// loopback (`--insecure-peers`).
     pub insecure_peers: bool,
+    /// Mutual TLS on peer links (`--peer-tls-cert/--peer-tls-key/--peer-ca`): the peer
+    /// listener only completes a handshake with a certificate of the cluster CA, and this node
+    /// dials peers over TLS with its own. Peer authentication on its own (a secret may be
+    /// added on top), and the encryption a plaintext secret cannot give.
+    pub peer_tls: Option<crate::tls::PeerTlsFiles>,
     /// Length of one tick; the leader heartbeats every tick.
     pub heartbeat: Duration,
     /// Base election timeout in ticks; the core draws from `[election_ticks, 2*election_ticks)`.
@@ -152,6 +157,7 @@ impl NodeConfig {
             cluster_id: "rustyraft".into(),
             cluster_secrets: Vec::new(),
             insecure_peers: false,
+            peer_tls: None,
             heartbeat: Duration::from_millis(50),
             election_ticks: 6,
             snapshot_threshold: 10_000,
@@ -232,11 +238,19 @@ impl NodeConfig {
     /// port lets anyone who reaches it rewrite the log.
     pub fn peer_auth(&self) -> Result<Option<PeerAuth>, NodeError> {
         if self.cluster_secrets.is_empty() {
+            if let Some(t) = &self.peer_tls {
+                // Mutual TLS authenticates peers; check the files now, not at the first call.
+                t.server()
+                    .and(t.client())
+                    .map_err(|e| NodeError::Config(format!("peer TLS: {e}")))?;
+                return Ok(None);
+            }
             if !self.peer_addr.ip().is_loopback() && !self.insecure_peers {
                 return Err(NodeError::Config(format!(
                     "the peer listener {} is reachable beyond loopback but no cluster secret is \
-                     set: give --cluster-secret-file (or --join-token), or --insecure-peers to \
-                     run without peer authentication",
+                     set: give --cluster-secret-file (or --join-token) or peer mutual TLS \
+                     (--peer-tls-cert/--peer-tls-key/--peer-ca), or --insecure-peers to run \
+                     without peer authentication",
                     self.peer_addr
                 )));
             }

@@ -26,7 +26,7 @@ use crate::chat::{Applied, ChatState};
 use crate::raft::{
     ConfState, Config, Entry, EntryKind, LogStore, Message, NodeId, Raft, ReadState, Ready, Role,
 };
-use crate::transport::Transport;
+use crate::transport::{PeerSecurity, Transport};
 
 use self::conf::ConfWaiter;
 
@@ -182,7 +182,15 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let transport = Transport::start(
             cfg.id,
             &cfg.cluster_id,
-            cfg.peer_auth()?,
+            PeerSecurity {
+                auth: cfg.peer_auth()?,
+                tls: cfg
+                    .peer_tls
+                    .as_ref()
+                    .map(|t| t.client())
+                    .transpose()
+                    .map_err(|e| NodeError::Config(format!("peer TLS: {e}")))?,
+            },
             &BTreeMap::new(),
             &cfg.routes,
             life.stop.child_token(),

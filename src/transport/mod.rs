@@ -62,6 +62,16 @@ pub struct TransportStats {
     pub failed_calls: AtomicU64,
 }
 
+/// How this node proves itself to the peers it dials: HMAC credentials made with the cluster
+/// secret, mutual TLS, both, or (a loopback-only node without a secret) neither.
+#[derive(Clone, Default)]
+pub struct PeerSecurity {
+    /// Sign every call with the cluster secret.
+    pub auth: Option<PeerAuth>,
+    /// Dial over TLS with this configuration (the cluster CA and this node's certificate).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 /// Sending side: routes each outgoing core message to its peer's outbox.
 ///
 /// The set of peers is not fixed: the driver calls [`Transport::set_peers`] whenever the
@@ -72,6 +82,8 @@ pub struct Transport {
     cluster_id: String,
     /// Signs every peer call when peer authentication is on.
     auth: Option<PeerAuth>,
+    /// Dial peers over mutual TLS with this configuration (`https://`), else plaintext.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     /// Local dialling overrides (`--route`), applied over the addresses the membership gives.
     routes: BTreeMap<NodeId, String>,
     /// One outbox per peer, with the address its task dials.
@@ -90,7 +102,7 @@ impl Transport {
     pub fn start(
         self_id: NodeId,
         cluster_id: &str,
-        auth: Option<PeerAuth>,
+        security: PeerSecurity,
         peers: &BTreeMap<NodeId, String>,
         routes: &BTreeMap<NodeId, String>,
         shutdown: CancellationToken,
@@ -99,7 +111,8 @@ impl Transport {
         let mut t = Transport {
             self_id,
             cluster_id: cluster_id.to_string(),
-            auth,
+            auth: security.auth,
+            tls: security.tls,
             routes: routes.clone(),
             outboxes: BTreeMap::new(),
             shutdown,
@@ -151,16 +164,21 @@ impl Transport {
     }
 
     fn spawn_peer(&self, id: NodeId, addr: &str) -> Result<mpsc::Sender<Message>, TransportError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| TransportError::BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
+        let bad = |e: &dyn std::fmt::Display| TransportError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(&e))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -550,7 +568,7 @@ mod tests {
         let mut t = Transport::start(
             1,
             "c",
-            None,
+            PeerSecurity::default(),
             &start,
             &routes,
             shutdown.clone(),
@@ -657,7 +675,7 @@ mod stream_tests {
         let t = Transport::start(
             1,
             "c",
-            None,
+            PeerSecurity::default(),
             &peers,
             &BTreeMap::new(),
             shutdown.clone(),
@@ -705,7 +723,7 @@ mod stream_tests {
         let t = Transport::start(
             1,
             "other",
-            None,
+            PeerSecurity::default(),
             &peers,
             &BTreeMap::new(),
             shutdown.clone(),

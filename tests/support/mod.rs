@@ -50,6 +50,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, true)
+    }
+
+    /// Like [`Cluster::start`]; `secret: false` gives the nodes no cluster secret (for a test
+    /// of another peer authentication, mutual TLS).
+    pub fn start_with(n: u64, extra: &[&str], secret: bool) -> Cluster {
         let nodes: BTreeMap<u64, Node> = (1..=n)
             .map(|id| {
                 (
@@ -72,12 +78,15 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         // Peer authentication is on, as in every cluster the project's tools create: a fresh
         // secret, given to every node (joiners too).
-        let secret = dir.path().join("cluster.secret");
-        std::fs::write(&secret, format!("test-secret-{}\n", uuid::Uuid::new_v4())).unwrap();
-        let mut base = vec![
-            "--cluster-secret-file".to_string(),
-            secret.display().to_string(),
-        ];
+        let mut base = Vec::new();
+        if secret {
+            let secret = dir.path().join("cluster.secret");
+            std::fs::write(&secret, format!("test-secret-{}\n", uuid::Uuid::new_v4())).unwrap();
+            base.extend([
+                "--cluster-secret-file".to_string(),
+                secret.display().to_string(),
+            ]);
+        }
         base.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Cluster {
             nodes,

@@ -72,6 +72,17 @@ pub(super) struct RunArgs {
     /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
     #[arg(long)]
     insecure_peers: bool,
+    /// Mutual TLS on peer links: this node's certificate (from `raft_client certs issue`),
+    /// served on the peer listener and shown when dialling peers. With --peer-tls-key and
+    /// --peer-ca; a peer must hold a certificate of that CA to get through the handshake.
+    #[arg(long, value_name = "FILE", requires_all = ["peer_tls_key", "peer_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "peer_tls_cert")]
+    peer_tls_key: Option<PathBuf>,
+    /// The cluster CA every peer's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "peer_tls_cert")]
+    peer_ca: Option<PathBuf>,
     /// Heartbeat interval (one tick), in milliseconds.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
@@ -195,6 +206,9 @@ pub(super) async fn run_node(a: RunArgs, dial: rustyraft::tls::Credentials) -> a
     }
     cfg.advertise_peer = a.advertise_peer;
     cfg.insecure_peers = a.insecure_peers;
+    if let (Some(cert), Some(key), Some(ca)) = (a.peer_tls_cert, a.peer_tls_key, a.peer_ca) {
+        cfg.peer_tls = Some(rustyraft::tls::PeerTlsFiles { cert, key, ca });
+    }
     if let Some(f) = &a.cluster_secret_file {
         match rustyraft::node::read_secrets(f) {
             Ok(s) => cfg.cluster_secrets = s,
