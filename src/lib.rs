@@ -9,6 +9,8 @@
 //!   group commit, atomic hard state and snapshot files ([`storage::DiskStorage`]).
 //! - [`pb`]: generated wire types for `proto/raft.proto`, the wire-level metadata keys and the
 //!   machine-readable refusal reasons ([`pb::Reason`]). Used only at the gRPC edges.
+//! - [`metrics`]: Prometheus metrics of one node (a typed registry, no global state), the HTTP
+//!   listener for `/metrics`, `/healthz` and `/readyz`, and the tower layer counting gRPC calls.
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
 //! - [`client`]: the client commands of `raft_client` (send, tail, chat, history, status,
 //!   health, membership calls) with failover between nodes.
@@ -31,6 +33,7 @@ pub mod chat;
 pub mod check;
 pub mod client;
 pub mod launcher;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -362,6 +362,10 @@ struct RunArgs {
     /// Largest message text accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_message_bytes: usize,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this host:port
+    /// (default: no HTTP listener). See docs/operations.md.
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -549,6 +553,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     cfg.election_ticks = (a.election_min_ms / a.heartbeat_ms).max(2);
     cfg.snapshot_threshold = a.snapshot_threshold;
     cfg.max_text_bytes = a.max_message_bytes;
+    cfg.http_addr = a.http_addr;
     rustyraft::server::run(cfg, rustyraft::server::shutdown_signal()).await?;
     Ok(())
 }

@@ -113,6 +113,13 @@ pub struct NodeConfig {
     pub dedupe_capacity: usize,
     /// Cap on a snapshot received from a peer.
     pub max_snapshot_bytes: u64,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP (`--http-addr`); `None`:
+    /// no HTTP listener. Off by default so that a node never takes a port nobody asked for.
+    pub http_addr: Option<SocketAddr>,
+    /// This node's metrics. Always kept (updating them is a few atomic adds per driver
+    /// iteration); exported only when `http_addr` is set. Shared, so the server, the driver,
+    /// the transport and the API all count into one registry.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl NodeConfig {
@@ -140,6 +147,8 @@ impl NodeConfig {
             max_text_bytes: crate::chat::DEFAULT_MAX_TEXT_BYTES,
             dedupe_capacity: crate::chat::DEFAULT_DEDUPE_CAPACITY,
             max_snapshot_bytes: 1 << 30,
+            http_addr: None,
+            metrics: Default::default(),
         }
     }
 
