@@ -3,7 +3,7 @@
 //! query API. Proves that every node's `/metrics` is scrapable (`up`), that the proposals
 //! counter follows the messages sent, that the leader-change counter moves on the survivors
 //! after the leader is killed with SIGKILL, and that exactly one node then reports the leader
-//! role.
+//! role. It also checks each node's `/healthz` and `/readyz` directly.
 //!
 //! Setup installs the package when it is missing (`apt-get`, as CI runs as root) and fails with
 //! a clear message if it cannot; `RUSTYRAFT_SKIP_PROMETHEUS=1` skips the test explicitly.
@@ -117,6 +117,18 @@ async fn prometheus_scrapes_the_cluster() {
     let bin = ensure_prometheus();
     let mut c = Cluster::start_with_http(3, &[]);
     let leader = c.leader().await;
+    // With a leader elected and nothing to apply, every node is alive and ready.
+    for addr in c.http.values() {
+        let a = addr.clone();
+        wait_for("/healthz and /readyz to answer 200", || {
+            let a = a.clone();
+            async move {
+                let ok = |p: &str| http_get(&a, p).is_some_and(|b| b == "ok\n");
+                (ok("/healthz") && ok("/readyz")).then_some(())
+            }
+        })
+        .await;
+    }
 
     // One static config per node, labelled with its id.
     let mut yml = String::from(
