@@ -11,6 +11,8 @@
 //!   machine-readable refusal reasons ([`pb::Reason`]). Used only at the gRPC edges.
 //! - [`tls`]: the cluster CA and node certificates (`raft_client certs`), PEM files loaded into
 //!   tonic's TLS configs, and the [`tls::Credentials`] (CA, bearer token) clients dial with.
+//! - [`metrics`]: Prometheus metrics of one node (a typed registry, no global state), the HTTP
+//!   listener for `/metrics`, `/healthz` and `/readyz`, and the tower layer counting gRPC calls.
 //! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
 //! - [`client`]: the client commands of `raft_client` (send, tail, chat, history, status,
 //!   health, membership calls) with failover between nodes.
@@ -33,6 +35,7 @@ pub mod chat;
 pub mod check;
 pub mod client;
 pub mod launcher;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{Authenticated, TokenStore};
 use crate::api::{ChatApi, ClusterApi, CHAT_DECODE_LIMIT};
+use crate::metrics::grpc::GrpcMetricsLayer;
 use crate::node::{join, Driver, NodeConfig, NodeError, NodeHandle};
 use crate::pb;
 use crate::transport::RaftService;
@@ -109,6 +110,10 @@ pub async fn serve(
             .await
             .map_err(ServeError::Join)?;
     }
+    let http = match cfg.http_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let max_snapshot = cfg.max_snapshot_bytes;
     let (node, inbound, driver) = Driver::start(cfg)?;
     let cfg = node.config().clone();
@@ -177,6 +182,9 @@ pub async fn serve(
             )
             .serve_with_incoming_shutdown(nodelay_incoming(peer), peer_drained.cancelled_owned()),
     );
+    if let Some(listener) = http {
+        spawn_http(&node, listener);
+    }
     // Decode well past the text limit, so an oversized message gets the precise
     // INVALID_ARGUMENT from validation rather than a transport-level refusal.
     let chat = pb::chat_service_server::ChatServiceServer::new(chat)
@@ -188,6 +196,7 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     let served = builder
+        .layer(GrpcMetricsLayer(cfg.metrics.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -242,6 +251,26 @@ fn spawn_join(node: &NodeHandle, j: crate::node::JoinConfig, failed: Arc<Mutex<O
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 me.stop();
             }
+        }
+    });
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (`--http-addr`), on a tracked
+/// task, until the node stops (while it drains, `/readyz` says so).
+fn spawn_http(node: &NodeHandle, listener: TcpListener) {
+    let id = node.config().id;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(id, http_addr = %addr, "serving /metrics, /healthz and /readyz");
+    let metrics = node.config().metrics.clone();
+    let probe: Arc<dyn crate::metrics::http::Probe> = Arc::new(node.clone());
+    let stopped = node.stopped();
+    node.spawn(async move {
+        let done = crate::metrics::http::serve(listener, metrics, probe, stopped.cancelled_owned());
+        if let Err(e) = done.await {
+            tracing::warn!(id, error = %e, "HTTP listener failed");
         }
     });
 }

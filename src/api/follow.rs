@@ -36,6 +36,8 @@ pub async fn follow<T>(
     wrap: impl Fn(pb::Message) -> T,
 ) {
     let draining = node.draining();
+    // Counted while this stream is open (Subscribe, and Chat's receiving half).
+    let _live = node.config().metrics.subscriber();
     next = next.max(1);
     'resync: loop {
         // Subscribe before reading, so nothing applied in between is missed; duplicates are

@@ -419,6 +419,17 @@ impl ChatState {
         self.dedupe.insert(id, (room, seq));
     }
 
+    /// Number of rooms, for the metrics.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages stored over every room: a walk over the rooms, so the node calls it only after
+    /// a restore and counts applied messages otherwise.
+    pub fn message_count(&self) -> u64 {
+        self.rooms.values().map(RoomLog::len).sum()
+    }
+
     /// True when the room exists.
     pub fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)

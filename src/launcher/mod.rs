@@ -131,6 +131,9 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
         c.ids().len(),
         c.addr_list()
     );
+    for id in c.ids() {
+        println!("n{id} metrics: http://{}/metrics", c.http_addr(id));
+    }
     println!("{HELP}");
     let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     let stdin_stop = c.child_token();

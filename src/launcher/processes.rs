@@ -217,6 +217,13 @@ impl LocalCluster {
         node_addr(self.cfg.base_port, id)
     }
 
+    /// Where node `id` serves `/metrics`, `/healthz` and `/readyz`: its client port +
+    /// [`HTTP_PORT_OFFSET`].
+    pub fn http_addr(&self, id: NodeId) -> SocketAddr {
+        let client = self.addr(id);
+        SocketAddr::new(client.ip(), client.port().saturating_add(HTTP_PORT_OFFSET))
+    }
+
     /// Every client-facing address, comma-separated (what `raft_client --addr` takes).
     pub fn addr_list(&self) -> String {
         self.ids()
@@ -267,6 +274,8 @@ impl LocalCluster {
             .arg(self.links.routes(id))
             .arg("--data-dir")
             .arg(&dir)
+            .arg("--http-addr")
+            .arg(self.http_addr(id).to_string())
             .args(&self.cfg.node_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -482,6 +491,9 @@ impl LocalCluster {
         self.tasks.wait().await;
     }
 }
+
+/// The launcher's nodes serve their metrics on their client port + 2000 (peers use + 1000).
+pub const HTTP_PORT_OFFSET: u16 = 2000;
 
 /// Node `id`'s client address: `127.0.0.1:<base_port + id - 1>`.
 pub(super) fn node_addr(base_port: u16, id: NodeId) -> SocketAddr {

@@ -121,6 +121,13 @@ pub struct NodeConfig {
     /// TLS and authentication of the client listener, and how this node dials other nodes'
     /// client listeners (forwarding sends, `--join`).
     pub client: ClientSecurity,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP (`--http-addr`); `None`:
+    /// no HTTP listener. Off by default so that a node never takes a port nobody asked for.
+    pub http_addr: Option<SocketAddr>,
+    /// This node's metrics. Always kept (updating them is a few atomic adds per driver
+    /// iteration); exported only when `http_addr` is set. Shared, so the server, the driver,
+    /// the transport and the API all count into one registry.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The client side of issue 16: who may call `ChatService` and `Cluster`, over what.
@@ -165,6 +172,8 @@ impl NodeConfig {
             dedupe_capacity: crate::chat::DEFAULT_DEDUPE_CAPACITY,
             max_snapshot_bytes: 1 << 30,
             client: ClientSecurity::default(),
+            http_addr: None,
+            metrics: Default::default(),
         }
     }
 

@@ -29,8 +29,12 @@ use crate::raft::{
 use crate::transport::{PeerSecurity, Transport};
 
 use self::conf::ConfWaiter;
+use self::observe::{answer, Observed};
+use self::os::{lower_thread_priority, release_free_memory};
 
 mod conf;
+mod observe;
+mod os;
 
 /// Most queued items handled per wake-up before the Ready is processed, so one flood cannot
 /// starve ticks.
@@ -46,33 +50,6 @@ pub type Started = (
 );
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
 
-/// Hands memory freed by the restore (the log segments read at open, decode buffers) back to
-/// the OS. glibc keeps freed heap memory for reuse, and a restart's transient buffers would
-/// otherwise stay in the node's RSS (measured: about 55 MB more after a restart with 1M
-/// messages than before it).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Lowers the calling thread's CPU priority to the lowest, so a background snapshot (a copy of
-/// the whole state, then its write) yields the cores to the tasks that commit. Measured at 256
-/// clients: each snapshot of a growing state showed up as a latency spike of 80 to 300 ms.
-/// Only for a thread of its own: an unprivileged process cannot raise a priority again. Best
-/// effort: if it fails, the snapshot runs at normal priority.
-fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take plain integers and change only this thread's
-    // scheduling attributes (on Linux, PRIO_PROCESS with a thread id means that thread).
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-    }
-}
-
 /// A fresh draw for `Driver::snapshot_stretch`.
 fn snapshot_stretch() -> f64 {
     1.0 + fastrand::f64() * 0.25
@@ -80,6 +57,8 @@ fn snapshot_stretch() -> f64 {
 
 /// A snapshot written by a background thread, ready for `compact`.
 struct Compacted {
+    /// When the snapshot was decided, for `rustyraft_snapshot_duration_seconds`.
+    started: std::time::Instant,
     index: u64,
     conf: ConfState,
     data: bytes::Bytes,
@@ -137,6 +116,8 @@ pub struct Driver<S: LogStore + Send + 'static> {
     compacted_tx: mpsc::Sender<Result<Compacted, String>>,
     compacted_rx: mpsc::Receiver<Result<Compacted, String>>,
     was_leader: bool,
+    /// What the metrics remember between iterations.
+    observed: Observed<S>,
 }
 
 impl Driver<NodeStorage> {
@@ -149,13 +130,22 @@ impl Driver<NodeStorage> {
         // A joining node starts with no membership at all (never a voter, so it never campaigns)
         // and learns it from the leader.
         let storage = open_storage(&cfg.data_dir.join("raft"), &cfg.bootstrap_conf())?;
-        Self::start_with(cfg, storage)
+        observe::observe_fsyncs(&storage, &cfg.metrics);
+        Self::launch(cfg, storage, Some(observe::disk_probe))
     }
 }
 
 impl<S: LogStore + Send + 'static> Driver<S> {
     /// Like [`Driver::start`], with an already opened storage.
     pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
+        Self::launch(cfg, storage, None)
+    }
+
+    fn launch(
+        cfg: NodeConfig,
+        storage: S,
+        disk: Option<observe::DiskProbe<S>>,
+    ) -> Result<Started, NodeError> {
         // An explicit member list that leaves this node out is a mistake; no list at all is a
         // node that joins, or restarts from storage that knows the membership.
         if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.id) {
@@ -168,6 +158,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let snap = storage.snapshot()?;
         let mut sm = ChatState::new(cfg.dedupe_capacity, cfg.max_text_bytes);
         sm.restore(&snap.data)?;
+        observe::state_gauges(&cfg.metrics, &sm);
         let mut rc = Config::new(cfg.id);
         rc.election_tick = cfg.election_ticks.max(2);
         rc.heartbeat_tick = 1;
@@ -196,7 +187,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             life.stop.child_token(),
             life.tasks.clone(),
         )
-        .map_err(|e| NodeError::Config(e.to_string()))?;
+        .map_err(|e| NodeError::Config(e.to_string()))?
+        .with_metrics(cfg.metrics.clone());
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             sm: RwLock::new(sm),
@@ -237,6 +229,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             compacted_tx,
             compacted_rx,
             was_leader: false,
+            observed: Observed::new(disk),
         };
         let mut driver = driver;
         driver.sync_membership();
@@ -285,6 +278,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 tracing::warn!(id = self.cfg.id, error = %e, "automatic compaction failed");
             }
             self.publish_status();
+            self.record_metrics();
         };
         // Make whatever was written durable before exiting, and tell every waiter.
         if let Err(e) = self.raft.storage_mut().sync() {
@@ -304,12 +298,15 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     fn on_messages(&mut self, first: Message) -> Result<(), NodeError> {
         self.raft.step(first)?;
+        let mut n = 1;
         for _ in 0..DRAIN_MAX {
             match self.inbound.try_recv() {
                 Ok(m) => self.raft.step(m)?,
                 Err(_) => break,
             }
+            n += 1;
         }
+        self.cfg.metrics.peer_messages_received.inc_by(n);
         Ok(())
     }
 
@@ -357,12 +354,16 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                     self.proposals.insert(index, (term, reply));
                 }
                 Err(crate::raft::ProposeError::NotLeader { leader_hint }) => {
-                    let _ = reply.send(Err(NodeError::NotLeader {
-                        leader: self.leader_addr(leader_hint),
-                    }));
+                    let leader = self.leader_addr(leader_hint);
+                    answer(
+                        &self.cfg.metrics,
+                        reply,
+                        Err(NodeError::NotLeader { leader }),
+                    );
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(NodeError::Unavailable(e.to_string())));
+                    let e = NodeError::Unavailable(e.to_string());
+                    answer(&self.cfg.metrics, reply, Err(e));
                 }
             },
             Request::ReadIndex { reply } => {
@@ -389,7 +390,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     fn fail_all(&mut self, err: impl Fn() -> NodeError) {
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(err()));
+            answer(&self.cfg.metrics, reply, Err(err()));
         }
         for (_, reply) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(err()));
@@ -427,6 +428,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 leader = ?ss.leader,
                 "role changed"
             );
+            self.observed.saw_leader(&self.cfg.metrics, ss.leader);
             let leader_now = ss.role == Role::Leader;
             if self.was_leader && !leader_now {
                 // Our proposals may or may not commit under the next leader: the outcome is
@@ -486,7 +488,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 .write()
                 .map_err(|_| NodeError::Internal("state machine lock poisoned".into()))?;
             sm.restore(data)?;
+            observe::state_gauges(&self.cfg.metrics, &sm);
         }
+        observe::snapshot_taken(&self.cfg.metrics, "leader", data.len(), None);
         self.snapshot_index = index;
         self.snapshot_bytes = data.len() as u64;
         self.applied_bytes_since_snapshot = 0;
@@ -496,9 +500,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let stale: Vec<u64> = self.proposals.range(..=index).map(|(i, _)| *i).collect();
         for i in stale {
             if let Some((_, reply)) = self.proposals.remove(&i) {
-                let _ = reply.send(Err(NodeError::OutcomeUnknown(
-                    "state replaced by a snapshot; retry".into(),
-                )));
+                let e = NodeError::OutcomeUnknown("state replaced by a snapshot; retry".into());
+                answer(&self.cfg.metrics, reply, Err(e));
             }
         }
         Ok(())
@@ -532,7 +535,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 };
                 outcomes.push((e.index, e.term, outcome));
             }
+            self.cfg.metrics.rooms.set(sm.room_count() as i64);
         }
+        observe::stored(&self.cfg.metrics, outcomes.iter().map(|(_, _, o)| o));
         for (index, term, outcome) in outcomes {
             if let Applied::Sent {
                 message,
@@ -551,7 +556,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                     break;
                 }
                 let (i, (t, reply)) = entry.remove_entry();
-                let answer = if i == index && t == term {
+                let result = if i == index && t == term {
                     match outcome.clone() {
                         Applied::Rejected(e) => Err(NodeError::Chat(e)),
                         other => Ok(other),
@@ -561,7 +566,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                         "entry was overwritten by a new leader; retry".into(),
                     ))
                 };
-                let _ = reply.send(answer);
+                answer(&self.cfg.metrics, reply, result);
             }
         }
         self.shared.applied.send_replace(last.index);
@@ -588,6 +593,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     /// committing; [`Driver::finish_compaction`] puts it in force. `force` (the admin
     /// `Snapshot` call) compacts synchronously, so its answer names the new snapshot.
     fn maybe_compact(&mut self, force: bool) -> Result<(u64, u64), NodeError> {
+        let started = std::time::Instant::now();
         let applied = self.raft.applied_index();
         let stretch = |n: u64| (n as f64 * self.snapshot_stretch) as u64;
         let due = self.compacting.is_none()
@@ -627,6 +633,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let Some(stager) = stager else {
             let data = view.encode();
             self.install_snapshot(Compacted {
+                started,
                 index: applied,
                 conf,
                 data,
@@ -647,6 +654,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 let done = stager
                     .stage(applied, term, &conf, &data)
                     .map(|()| Compacted {
+                        started,
                         index: applied,
                         conf,
                         data,
@@ -703,7 +711,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     /// Makes `c` the latest snapshot and drops the log up to it.
     fn install_snapshot(&mut self, c: Compacted) -> Result<(), NodeError> {
-        let (index, bytes) = (c.index, c.data.len());
+        let (index, bytes, started) = (c.index, c.data.len(), c.started);
         let store = self.raft.storage_mut();
         store.compact(index, c.conf, c.data)?;
         store.sync()?;
@@ -711,6 +719,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         self.snapshot_bytes = bytes as u64;
         self.applied_bytes_since_snapshot = 0;
         self.snapshot_stretch = snapshot_stretch();
+        observe::snapshot_taken(&self.cfg.metrics, "local", bytes, Some(started));
         tracing::info!(id = self.cfg.id, index, bytes, "log compacted");
         Ok(())
     }

@@ -8,7 +8,8 @@
 //! - `driver`: the task that owns `Raft`, persists, sends, applies and answers;
 //! - [`membership`]: membership changes as the driver runs them;
 //! - [`join`]: `--join`: discovering a running cluster and adding this node to it;
-//! - `status`: what a node reports about itself.
+//! - `status`: what a node reports about itself;
+//! - `probe`: its answers to `/healthz` and `/readyz`.
 //!
 //! Data directory layout: `<data-dir>/raft` belongs to the log storage; `<data-dir>/node.json`
 //! records the node id and cluster id so that a data directory is never reused by another node
@@ -19,6 +20,7 @@ mod driver;
 mod handle;
 pub mod join;
 pub mod membership;
+mod probe;
 mod status;
 #[cfg(test)]
 mod tests;

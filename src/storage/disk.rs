@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::fsutil::{Counters, DiskError, IoContext, Syncer};
+use super::fsutil::{Counters, DiskError, IoContext, SyncObserver, Syncer};
 use super::records;
 use super::snapshot::{self, SnapshotReceiver};
 use super::wal::{Wal, WalOptions};
@@ -280,6 +280,13 @@ impl DiskStorage {
             fsyncs: self.sync.counters.fsyncs.load(Ordering::Relaxed),
             bytes_written: self.sync.counters.bytes_written.load(Ordering::Relaxed),
         }
+    }
+
+    /// Has `observer` told the duration of every fsync from now on (the WAL's, the hard
+    /// state's, snapshots'), for a latency histogram. A hook rather than a metrics type, so the
+    /// storage layer depends on no metrics crate. At most one observer: a second is ignored.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        let _ = self.sync.counters.observer.0.set(observer);
     }
 
     /// The hard state as last set (durable after `sync`).

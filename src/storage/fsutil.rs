@@ -81,6 +81,26 @@ impl<T> IoContext<T> for io::Result<T> {
 pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Told how long each fsync took ([`super::DiskStorage::observe_syncs`]).
+    pub observer: SyncObserverCell,
+}
+
+/// A callback told the duration of every fsync of one storage: how a metrics layer sees the
+/// storage's latency without the storage depending on it.
+pub type SyncObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// Set at most once, then read lock-free on every fsync.
+#[derive(Default)]
+pub(crate) struct SyncObserverCell(pub std::sync::OnceLock<SyncObserver>);
+
+impl std::fmt::Debug for SyncObserverCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Some(observer)"
+        } else {
+            "None"
+        })
+    }
 }
 
 /// Large atomic writes start writeback every this many bytes (see `Syncer::start_writeback`).
@@ -95,11 +115,20 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
+    /// Counts one fsync that started at `t`, and tells the observer its duration.
+    fn synced(&self, t: std::time::Instant) {
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Some(observe) = self.counters.observer.0.get() {
+            observe(t.elapsed());
+        }
+    }
+
     /// fdatasync: the data and the size, not the timestamps.
     pub fn data(&self, f: &File, path: &Path) -> Result<(), DiskError> {
         if self.enabled {
+            let t = std::time::Instant::now();
             f.sync_data().at(path)?;
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.synced(t);
         }
         Ok(())
     }
@@ -107,8 +136,9 @@ impl Syncer {
     /// Full fsync of a file.
     pub fn all(&self, f: &File, path: &Path) -> Result<(), DiskError> {
         if self.enabled {
+            let t = std::time::Instant::now();
             f.sync_all().at(path)?;
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.synced(t);
         }
         Ok(())
     }
@@ -116,8 +146,10 @@ impl Syncer {
     /// fsync of a directory, which makes creates, renames and unlinks in it durable.
     pub fn dir(&self, dir: &Path) -> Result<(), DiskError> {
         if self.enabled {
-            File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            let d = File::open(dir).at(dir)?;
+            let t = std::time::Instant::now();
+            d.sync_all().at(dir)?;
+            self.synced(t);
         }
         Ok(())
     }

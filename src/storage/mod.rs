@@ -12,7 +12,7 @@ mod snapshot;
 mod wal;
 
 pub use self::disk::{DiskConfig, DiskStats, DiskStorage};
-pub use self::fsutil::{DiskError, StorageOpenError};
+pub use self::fsutil::{DiskError, StorageOpenError, SyncObserver};
 pub use self::snapshot::{SnapshotReceiver, MAX_SNAPSHOT_LEN};
 
 #[cfg(test)]

@@ -93,9 +93,19 @@ pub struct Transport {
     /// The node's task tracker: peer tasks and their stream calls are joined on shutdown.
     tasks: TaskTracker,
     stats: Arc<TransportStats>,
+    /// Per-peer message counts for Prometheus (a fresh, unexported set unless
+    /// [`Transport::with_metrics`] gives the node's).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Transport {
+    /// Counts into `metrics` (per-peer sent, dropped and failed messages). Call it before
+    /// [`Transport::set_peers`] starts links: a running link keeps the counters it started with.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Starts one client task per peer (every entry of `peers` except `self_id`), spawned on
     /// `tasks`. Tasks stop when `shutdown` is cancelled, or when their peer is removed. `routes` override where a
     /// peer is dialled (`--route`), now and after every [`Transport::set_peers`].
@@ -118,6 +128,7 @@ impl Transport {
             shutdown,
             tasks,
             stats: Arc::new(TransportStats::default()),
+            metrics: Default::default(),
         };
         if let Some(e) = t.set_peers(peers).into_iter().next() {
             return Err(e);
@@ -192,6 +203,7 @@ impl Transport {
             self_id: self.self_id,
             auth: self.auth.clone(),
             stats: self.stats.clone(),
+            counters: self.metrics.peer(id),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
             stream: None,
@@ -208,8 +220,11 @@ impl Transport {
                 tracing::debug!(to = m.to, "no route to peer, message dropped");
                 continue;
             };
+            let to = m.to;
             if tx.try_send(m).is_err() {
                 self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+                let peer = vec![("peer", to.to_string())];
+                self.metrics.peer_dropped.get_or_create(&peer).inc();
             }
         }
     }
@@ -230,6 +245,7 @@ struct PeerTask {
     self_id: NodeId,
     auth: Option<PeerAuth>,
     stats: Arc<TransportStats>,
+    counters: crate::metrics::PeerCounters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// The open `Stream` call: where its messages go, and the call itself (which ends only on
@@ -282,8 +298,12 @@ impl PeerTask {
                 _ = shutdown.cancelled() => return,
             };
             match sent {
-                Ok(()) => backoff = BACKOFF_MIN,
+                Ok(()) => {
+                    self.counters.sent.inc();
+                    backoff = BACKOFF_MIN;
+                }
                 Err(status) => {
+                    self.counters.failures.inc();
                     if let Some((_, call)) = self.stream.take() {
                         call.abort();
                     }

@@ -46,16 +46,28 @@ pub struct Cluster {
     pub peers: String,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
+    /// Nodes started with `--http-addr` (metrics, health), by id.
+    pub http: BTreeMap<u64, String>,
 }
 
 impl Cluster {
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_with(n, extra, true)
+        Self::start_inner(n, extra, true, false)
     }
 
     /// Like [`Cluster::start`]; `secret: false` gives the nodes no cluster secret (for a test
     /// of another peer authentication, mutual TLS).
     pub fn start_with(n: u64, extra: &[&str], secret: bool) -> Cluster {
+        Self::start_inner(n, extra, secret, false)
+    }
+
+    /// Like [`Cluster::start`], each node also serving `/metrics` on an HTTP port of its own
+    /// (`Cluster::http`).
+    pub fn start_with_http(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_inner(n, extra, true, true)
+    }
+
+    fn start_inner(n: u64, extra: &[&str], secret: bool, with_http: bool) -> Cluster {
         let nodes: BTreeMap<u64, Node> = (1..=n)
             .map(|id| {
                 (
@@ -88,11 +100,19 @@ impl Cluster {
             ]);
         }
         base.extend(extra.iter().map(|s| s.to_string()));
+        let http = if with_http {
+            (1..=n)
+                .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let mut c = Cluster {
             nodes,
             peers,
             dir,
             extra: base,
+            http,
         };
         for id in 1..=n {
             c.spawn(id);
@@ -126,6 +146,12 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&self.extra)
+            .args(
+                self.http
+                    .get(&id)
+                    .map(|h| vec!["--http-addr".to_string(), h.clone()])
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

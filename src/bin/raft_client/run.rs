@@ -72,6 +72,10 @@ pub(super) struct RunArgs {
     /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
     #[arg(long)]
     insecure_peers: bool,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this host:port
+    /// (default: no HTTP listener). See docs/operations.md.
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
     /// Mutual TLS on peer links: this node's certificate (from `raft_client certs issue`),
     /// served on the peer listener and shown when dialling peers. With --peer-tls-key and
     /// --peer-ca; a peer must hold a certificate of that CA to get through the handshake.
@@ -206,6 +210,7 @@ pub(super) async fn run_node(a: RunArgs, dial: rustyraft::tls::Credentials) -> a
     }
     cfg.advertise_peer = a.advertise_peer;
     cfg.insecure_peers = a.insecure_peers;
+    cfg.http_addr = a.http_addr;
     if let (Some(cert), Some(key), Some(ca)) = (a.peer_tls_cert, a.peer_tls_key, a.peer_ca) {
         cfg.peer_tls = Some(rustyraft::tls::PeerTlsFiles { cert, key, ca });
     }
