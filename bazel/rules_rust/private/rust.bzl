@@ -349,6 +349,9 @@ def _build_script_run_impl(ctx):
     targets = ctx.attr.data + ctx.attr.tools
     for k, v in ctx.attr.build_script_env.items():
         env[k] = ctx.expand_location(v, targets)
+    if ctx.attr.links:
+        # Cargo sets it for a package with `links`; ring's build script checks it.
+        env["CARGO_MANIFEST_LINKS"] = ctx.attr.links
     args.add_all(["%s=%s" % (k, v) for k, v in env.items()], before_each = "--env")
     args.add("--abs-env", "CARGO_MANIFEST_DIR=" + mdir)
     args.add("--abs-env", "OUT_DIR=" + out_dir.path)
