@@ -204,20 +204,38 @@ async fn a_join_token_lets_a_new_node_in() {
     send_any(&c.live_addrs(), "r", "after the join", "join-1").await;
 }
 
-/// Every TCP port a process listens on, from `ss` (iproute2): `(port, pid)`.
+/// Every TCP port the given processes listen on, read from /proc (no tool needed): the
+/// listening sockets of /proc/net/tcp{,6} whose inode is among the processes' open fds.
 fn listening_ports(pids: &[u32]) -> Vec<u16> {
-    let out = std::process::Command::new("ss")
-        .args(["-ltnpH"])
-        .output()
-        .expect("ss (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut inodes = std::collections::BTreeSet::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            let link = link.to_string_lossy();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
     let mut ports = Vec::new();
-    for line in text.lines() {
-        let owned = pids.iter().any(|p| line.contains(&format!("pid={p},")));
-        let local = line.split_whitespace().nth(3).unwrap_or("");
-        if let (true, Some((_, port))) = (owned, local.rsplit_once(':')) {
-            if let Ok(p) = port.parse() {
-                ports.push(p);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "HEXIP:HEXPORT"; state 0A is LISTEN; field 9 is the inode.
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(port) = f[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.push(port);
+                }
             }
         }
     }
