@@ -4,13 +4,13 @@
 
 use std::process::Command;
 
-/// `n` consecutive free ports on 127.0.0.1, and the `n` peer ports 1000 above them (checked by
-/// binding them all at once).
+/// `n` consecutive free ports on 127.0.0.1, and the `n` peer ports 1000 and HTTP ports 2000
+/// above them (checked by binding them all at once).
 fn free_base_port(n: u16) -> u16 {
     for _ in 0..200 {
         let base = 20_000 + fastrand::u16(0..30_000);
         let all: Vec<_> = (0..n)
-            .flat_map(|i| [base + i, base + 1000 + i])
+            .flat_map(|i| [base + i, base + 1000 + i, base + 2000 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         if all.iter().all(|l| l.is_ok()) {

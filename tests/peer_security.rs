@@ -352,12 +352,12 @@ async fn forged_messages_to_every_port_of_a_launcher_cluster_change_nothing() {
     );
 }
 
-/// A base port with 9 free client ports and their 9 peer ports (+1000).
+/// A base port with 9 free client ports, their 9 peer ports (+1000) and HTTP ports (+2000).
 fn free_port_range() -> u16 {
     for _ in 0..200 {
         let base = 20_000 + fastrand::u16(0..30_000);
         let held: Vec<_> = (0..9)
-            .flat_map(|i| [base + i, base + 1000 + i])
+            .flat_map(|i| [base + i, base + 1000 + i, base + 2000 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         if held.iter().all(|l| l.is_ok()) {

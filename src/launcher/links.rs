@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::processes::{node_peer_addr, LaunchError, NodeId, MAX_NODES};
+use super::processes::{node_peer_addr, LaunchError, NodeId, HTTP_PORT_OFFSET, MAX_NODES};
 use super::proxy::{LinkMode, LinkProxy};
 
 /// Every proxied peer link of the cluster and the faults set on them.
@@ -59,6 +59,8 @@ impl Links {
             let nodes = self.base_port..self.base_port.saturating_add(MAX_NODES as u16);
             let peer_base = node_peer_addr(self.base_port, 1).port();
             let peers = peer_base..peer_base.saturating_add(MAX_NODES as u16);
+            let http_base = self.base_port.saturating_add(HTTP_PORT_OFFSET);
+            let http = http_base..http_base.saturating_add(MAX_NODES as u16);
             let mut tries = 0;
             let p = loop {
                 let p = LinkProxy::start(any, target, &self.tasks, &self.stop)
@@ -66,7 +68,8 @@ impl Links {
                     .map_err(|e| LaunchError::Io(format!("proxy {i}->{j}"), e))?;
                 tries += 1;
                 let port = p.addr().port();
-                if !(nodes.contains(&port) || peers.contains(&port)) || tries >= 20 {
+                let taken = nodes.contains(&port) || peers.contains(&port) || http.contains(&port);
+                if !taken || tries >= 20 {
                     break p;
                 }
             };
