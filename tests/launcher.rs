@@ -267,3 +267,64 @@ fn a_node_that_cannot_bind_fails_the_launch() {
         "no node process is left behind"
     );
 }
+
+/// `run_n_clients --tls`: the whole local cluster over TLS, link proxies included (peer links are
+/// mutual TLS through them): it elects, the launcher's own commands work, a client with the CA
+/// reads the status and one without it cannot, and the peer ports refuse plaintext.
+#[test]
+fn tls_runs_the_whole_cluster_over_tls() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base_port(9);
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .args(["3", "--tls", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .args(["--bin", env!("CARGO_BIN_EXE_raft_client")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("launcher starts");
+    let mut stdin = launcher.stdin.take().expect("stdin");
+    let stdout = launcher.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut wait_line = |prefix: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.expect("line");
+            assert!(!line.starts_with("error:"), "launcher refused: {line}");
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+        panic!("the launcher exited before printing {prefix:?}");
+    };
+    let tls = wait_line("TLS: clients need --ca");
+    assert!(tls.contains("certs/ca.pem"), "{tls}");
+    wait_line("== leader");
+    writeln!(stdin, "send general over tls").expect("write");
+    stdin.flush().expect("flush");
+    wait_line("sent: room general seq 1");
+    let ca = dir.path().join("certs").join("ca.pem");
+    let addr = format!("127.0.0.1:{base}");
+    let status = |with_ca: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raft_client"));
+        cmd.args(["health", "--addr", &addr]);
+        if with_ca {
+            cmd.arg("--ca").arg(&ca);
+        }
+        cmd.output().expect("raft_client runs").status.success()
+    };
+    assert!(status(true), "a client with the local CA reaches the node");
+    assert!(!status(false), "a plaintext client does not");
+    // The peer port speaks TLS only: a plaintext HTTP/2 preface gets no gRPC answer.
+    let peer = format!("127.0.0.1:{}", base + 1000);
+    let plain = Command::new(env!("CARGO_BIN_EXE_raft_client"))
+        .args(["health", "--addr", &peer])
+        .output()
+        .expect("raft_client runs");
+    assert!(!plain.status.success(), "plaintext to the peer port");
+    writeln!(stdin, "quit").expect("write");
+    drop(stdin);
+    let status = launcher.wait().expect("launcher exits");
+    assert!(status.success(), "{status}");
+}

@@ -41,6 +41,11 @@ struct Cli {
     /// Seed for fault choices and message ids (with --chaos).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run the whole local cluster over TLS: client listeners with TLS and peer links with
+    /// mutual TLS (through the link proxies), with a local CA made under `<data-dir>/certs`.
+    /// Clients then need `--ca <data-dir>/certs/ca.pem` (grpcurl: `-cacert`).
+    #[arg(long)]
+    tls: bool,
     /// Extra arguments passed to every `raft_client run`, e.g. `--node-arg=--snapshot-threshold=500`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
@@ -126,6 +131,7 @@ async fn run(cli: Cli) -> i32 {
         } else {
             processes::LogSink::Prefixed
         },
+        tls: cli.tls,
     };
     let mut c = match processes::LocalCluster::start(cfg).await {
         Ok(c) => c,

@@ -29,6 +29,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::commands::{Command, HELP};
+
+/// How the launcher dials its own nodes' client ports: plaintext, or TLS trusting the local
+/// cluster's CA under `--tls`. Set once, before the cluster starts; every dial site (status
+/// polls, commands, load, the chaos workload) reads it, so no call can forget TLS.
+static DIAL: std::sync::OnceLock<crate::tls::Credentials> = std::sync::OnceLock::new();
+
+/// Sets the launcher's dial credentials (first call wins; later calls are ignored).
+pub fn set_dial(creds: crate::tls::Credentials) {
+    let _ = DIAL.set(creds);
+}
+
+/// The launcher's dial credentials (plaintext until [`set_dial`]).
+pub fn dial() -> crate::tls::Credentials {
+    DIAL.get().cloned().unwrap_or_default()
+}
+
+/// An endpoint for `addr` (`host:port`) with the launcher's credentials.
+pub(crate) fn endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
+    dial().endpoint(addr)
+}
 pub use self::processes::{LocalCluster, NodeId};
 use self::status_view::{leader_of, print_status, summary_line, view_key};
 
@@ -68,7 +88,7 @@ async fn load(
         tasks.spawn(async move {
             // Each send has its own failover client, so sends run concurrently.
             let send = async {
-                match crate::client::Client::new(&addrs) {
+                match crate::client::Client::with_credentials(&addrs, dial()) {
                     Ok(mut c) => c
                         .send("load", "load", &format!("load #{n}"), None)
                         .await
@@ -131,6 +151,12 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
         c.ids().len(),
         c.addr_list()
     );
+    if let Some(ca) = c.ca_file() {
+        println!(
+            "TLS: clients need --ca {ca} (grpcurl -cacert {ca} {} list)",
+            c.addr(c.ids().first().copied().unwrap_or(1))
+        );
+    }
     for id in c.ids() {
         println!("n{id} metrics: http://{}/metrics", c.http_addr(id));
     }
@@ -213,7 +239,7 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
                         Command::Heal => { c.heal(); println!("healed every link"); }
                         Command::Delay(d) => { c.set_delay(d); println!("peer links delayed by {d:?}"); }
                         Command::Send { room, text } => {
-                            let mut client = crate::client::Client::new(&c.addr_list())?;
+                            let mut client = crate::client::Client::with_credentials(&c.addr_list(), dial())?;
                             let m = client.send(&room, "launcher", &text, None).await?;
                             println!("sent: room {room} seq {} index {}", m.seq, m.index);
                         }

@@ -63,6 +63,30 @@ pub struct ClusterConfig {
     pub node_args: Vec<String>,
     /// Where node output goes.
     pub logs: LogSink,
+    /// Run the whole cluster over TLS (`--tls`): client listeners with TLS, peer links with
+    /// mutual TLS (through the link proxies, which splice bytes), certificates from a local
+    /// CA under `<data-dir>/certs`.
+    pub tls: bool,
+}
+
+/// Makes (or keeps) the local CA and one node certificate for 127.0.0.1 under `<dir>/certs`,
+/// and points the launcher's own dialling at that CA. Returns the directory.
+fn ensure_certs(data_dir: &Path) -> Result<PathBuf, LaunchError> {
+    let dir = data_dir.join("certs");
+    let io = |what: &str, e: crate::tls::TlsError| {
+        LaunchError::Io(what.to_string(), std::io::Error::other(e.to_string()))
+    };
+    match crate::tls::init_ca(&dir) {
+        Ok(_) | Err(crate::tls::TlsError::Exists(_)) => {}
+        Err(e) => return Err(io("make the local CA", e)),
+    }
+    crate::tls::issue(&dir, "node", &["127.0.0.1".to_string()])
+        .map_err(|e| io("issue the node certificate", e))?;
+    let creds = crate::tls::Credentials::plain()
+        .with_ca(&dir.join("ca.pem"))
+        .map_err(|e| io("load the local CA", e))?;
+    super::set_dial(creds);
+    Ok(dir)
 }
 
 /// Launcher errors.
@@ -149,6 +173,9 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| LaunchError::Io(format!("create {}", cfg.data_dir.display()), e))?;
+        if cfg.tls {
+            ensure_certs(&cfg.data_dir)?;
+        }
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let mut c = LocalCluster {
             procs: (1..=cfg.nodes).map(|i| (i, NodeProc::new(false))).collect(),
@@ -270,6 +297,7 @@ impl LocalCluster {
             .args(&members)
             .arg("--cluster-secret-file")
             .arg(&secret)
+            .args(self.tls_args())
             .arg("--route")
             .arg(self.links.routes(id))
             .arg("--data-dir")
@@ -494,6 +522,50 @@ impl LocalCluster {
 
 /// The launcher's nodes serve their metrics on their client port + 2000 (peers use + 1000).
 pub const HTTP_PORT_OFFSET: u16 = 2000;
+
+impl LocalCluster {
+    /// The CA file clients need under `--tls`, as text; `None` without TLS.
+    pub fn ca_file(&self) -> Option<String> {
+        self.cfg.tls.then(|| {
+            self.cfg
+                .data_dir
+                .join("certs")
+                .join("ca.pem")
+                .display()
+                .to_string()
+        })
+    }
+
+    /// A node's TLS flags under `--tls`: client TLS, and mutual TLS on peer links, with the
+    /// one local certificate (every node listens on 127.0.0.1).
+    fn tls_args(&self) -> Vec<String> {
+        if !self.cfg.tls {
+            return Vec::new();
+        }
+        let certs = self.cfg.data_dir.join("certs");
+        let (ca, cert, key) = (
+            certs.join("ca.pem").display().to_string(),
+            certs.join("node.pem").display().to_string(),
+            certs.join("node.key").display().to_string(),
+        );
+        [
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--ca",
+            &ca,
+            "--peer-tls-cert",
+            &cert,
+            "--peer-tls-key",
+            &key,
+            "--peer-ca",
+            &ca,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
 
 /// Node `id`'s client address: `127.0.0.1:<base_port + id - 1>`.
 pub(super) fn node_addr(base_port: u16, id: NodeId) -> SocketAddr {

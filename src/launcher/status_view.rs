@@ -20,8 +20,7 @@ pub struct NodeView {
 
 /// One node's status over gRPC, with a short timeout.
 pub async fn status_of(addr: SocketAddr) -> Result<pb::StatusResponse, String> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+    let ch = super::endpoint(&addr.to_string())?
         .connect_timeout(Duration::from_millis(300))
         .timeout(Duration::from_millis(700))
         .connect_lazy();

@@ -18,7 +18,7 @@ use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
 
 fn client(addr: SocketAddr) -> ChatServiceClient<tonic::transport::Channel> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let ch = crate::launcher::endpoint(&addr.to_string())
         .map(|e| {
             e.connect_timeout(Duration::from_millis(300))
                 .timeout(Duration::from_secs(3))
@@ -172,7 +172,7 @@ pub(super) async fn subscriber(sh: Arc<Shared>, start: usize) -> Subscription {
         if done(next) {
             return sub;
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", sh.addr(node)))
+        let ch = crate::launcher::endpoint(&sh.addr(node).to_string())
             .map(|e| e.connect_timeout(Duration::from_millis(300)).connect_lazy())
             .unwrap_or_else(|_| unreachable_channel());
         let r = ChatServiceClient::new(ch)

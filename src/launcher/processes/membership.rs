@@ -62,8 +62,9 @@ impl LocalCluster {
         }
         order.push(id);
         let others: Vec<String> = order.iter().map(|&j| self.addr(j).to_string()).collect();
-        let mut client = crate::client::Client::new(&others.join(","))
-            .map_err(|e| LaunchError::Membership(e.to_string()))?;
+        let mut client =
+            crate::client::Client::with_credentials(&others.join(","), crate::launcher::dial())
+                .map_err(|e| LaunchError::Membership(e.to_string()))?;
         let reply = client
             .membership(
                 &crate::client::MembershipCall::Remove { id },
