@@ -17,8 +17,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use ring::hmac;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::Status;
 
@@ -33,15 +32,12 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Bytes of a generated cluster secret (256 bits).
 pub const SECRET_BYTES: usize = 32;
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// A cluster's peer secrets, as this node uses them.
 #[derive(Clone)]
 pub struct PeerAuth {
     cluster_id: String,
-    /// A keyed MAC per accepted secret (keyed once, cloned per use); the first signs.
-    /// Invariant: not empty.
-    keys: Vec<HmacSha256>,
+    /// An HMAC-SHA256 key per accepted secret; the first signs. Invariant: not empty.
+    keys: Vec<hmac::Key>,
 }
 
 impl std::fmt::Debug for PeerAuth {
@@ -83,27 +79,24 @@ impl PeerAuth {
         }
         let keys = secrets
             .iter()
-            .map(|s| HmacSha256::new_from_slice(s).map_err(|_| SecretError::Empty))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s))
+            .collect();
         Ok(PeerAuth {
             cluster_id: cluster_id.to_string(),
             keys,
         })
     }
 
-    fn mac(key: &HmacSha256, cluster_id: &str, from: NodeId, to: NodeId, ts: u64) -> HmacSha256 {
-        let mut mac = key.clone();
-        mac.update(format!("rustyraft-peer-v1|{cluster_id}|{from}|{to}|{ts}").as_bytes());
-        mac
+    /// The signed text of a call from `from` to `to` at `ts`.
+    fn message(&self, from: NodeId, to: NodeId, ts: u64) -> String {
+        format!("rustyraft-peer-v1|{}|{from}|{to}|{ts}", self.cluster_id)
     }
 
     /// The credentials node `from` puts on a call to node `to`, valid for a few minutes.
     pub fn sign(&self, from: NodeId, to: NodeId) -> MetadataValue<Ascii> {
         let ts = unix_secs();
-        let tag = Self::mac(&self.keys[0], &self.cluster_id, from, to, ts)
-            .finalize()
-            .into_bytes();
-        let v = format!("v1.{from}.{ts}.{}", hex::encode(tag));
+        let tag = hmac::sign(&self.keys[0], self.message(from, to, ts).as_bytes());
+        let v = format!("v1.{from}.{ts}.{}", hex::encode(tag.as_ref()));
         // Only ASCII digits, dots and hex: always a valid header value.
         MetadataValue::try_from(v).unwrap_or_else(|_| MetadataValue::from_static("invalid"))
     }
@@ -132,11 +125,12 @@ impl PeerAuth {
         if unix_secs().abs_diff(ts) > MAX_CLOCK_SKEW.as_secs() {
             return Err(unauth("credentials expired or clock skew above 5 minutes"));
         }
-        let ok = self.keys.iter().any(|k| {
-            Self::mac(k, &self.cluster_id, from, me, ts)
-                .verify_slice(&tag)
-                .is_ok()
-        });
+        let msg = self.message(from, me, ts);
+        // `hmac::verify` compares in constant time.
+        let ok = self
+            .keys
+            .iter()
+            .any(|k| hmac::verify(k, msg.as_bytes(), &tag).is_ok());
         if !ok {
             return Err(unauth("wrong cluster secret"));
         }
@@ -153,8 +147,11 @@ fn unix_secs() -> u64 {
 
 /// A fresh cluster secret from the operating system's CSPRNG: 32 bytes as 64 hex characters.
 pub fn generate_secret() -> Result<String, String> {
+    use ring::rand::SecureRandom;
     let mut b = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut b).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| "no randomness from the OS".to_string())?;
     Ok(hex::encode(b))
 }
 
