@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{Authenticated, TokenStore};
 use crate::api::{ChatApi, ClusterApi, CHAT_DECODE_LIMIT};
+use crate::chat::disk::ChatDir;
 use crate::metrics::grpc::GrpcMetricsLayer;
 use crate::node::{join, Driver, NodeConfig, NodeError, NodeHandle};
 use crate::pb;
@@ -119,7 +120,8 @@ pub async fn serve(
     let cfg = node.config().clone();
     let raft = RaftService::new(cfg.id, cfg.cluster_id.clone(), inbound, max_snapshot)
         .with_auth(cfg.peer_auth()?)
-        .with_draining(node.draining());
+        .with_draining(node.draining())
+        .with_chat_dir(Some(ChatDir::new(cfg.data_dir.join("chat"), true)));
     // Forwards carry the client's token, never this node's own (`--token` is for `--join`).
     let chat =
         ChatApi::new(node.clone()).with_dial(cfg.client.dial.clone().with_authorization(None));

@@ -430,13 +430,18 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         let limit = page_limit(r.limit);
         self.read_barrier(r.consistency, r.min_index).await?;
-        let (msgs, room_len) = self
+        // Plan under the lock, read the disk outside it on a blocking thread.
+        let (plan, room_len) = self
             .node
             .read(|sm| {
-                let msgs = sm.history(&r.room, from, limit, r.reverse)?;
-                Ok((msgs, sm.room_len(&r.room).unwrap_or(0)))
+                let plan = sm.history_read(&r.room, from, limit, r.reverse)?;
+                Ok((plan, sm.room_len(&r.room).unwrap_or(0)))
             })
             .map_err(node_status)?
+            .map_err(chat_status)?;
+        let msgs = tokio::task::spawn_blocking(move || plan.load())
+            .await
+            .map_err(|e| Status::internal(format!("history read: {e}")))?
             .map_err(chat_status)?;
         let next_page_token = match msgs.last() {
             Some(last) if msgs.len() == limit => {

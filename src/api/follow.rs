@@ -15,10 +15,21 @@ use crate::pb;
 /// Messages read from the state machine per catch-up step.
 const CATCH_UP_BATCH: usize = 256;
 
-fn read_batch(node: &NodeHandle, room: &str, from: u64) -> Result<Vec<Arc<ChatMessage>>, Status> {
-    let read = node
-        .read(|sm| sm.history(room, from, CATCH_UP_BATCH, false))
+/// One catch-up batch: planned under the state's lock, read from disk on a blocking thread.
+async fn read_batch(
+    node: &NodeHandle,
+    room: &str,
+    from: u64,
+) -> Result<Vec<Arc<ChatMessage>>, Status> {
+    let plan = node
+        .read(|sm| sm.history_read(room, from, CATCH_UP_BATCH, false))
         .map_err(super::node_status)?;
+    let read = match plan {
+        Ok(plan) => tokio::task::spawn_blocking(move || plan.load())
+            .await
+            .map_err(|e| Status::internal(format!("history read: {e}")))?,
+        Err(e) => Err(e),
+    };
     match read {
         Ok(v) => Ok(v),
         // The room may not exist yet: following it waits for its first message.
@@ -44,7 +55,7 @@ pub async fn follow<T>(
         // filtered by seq below.
         let mut rx = node.subscribe_events();
         loop {
-            let batch = match read_batch(&node, &room, next) {
+            let batch = match read_batch(&node, &room, next).await {
                 Ok(b) => b,
                 Err(st) => {
                     let _ = tx.send(Err(st)).await;

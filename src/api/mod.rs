@@ -93,6 +93,7 @@ pub fn chat_status(e: ChatError) -> Status {
         ChatError::InvalidArgument(m) => Status::invalid_argument(m),
         ChatError::RoomNotFound(r) => Status::not_found(format!("room {r:?} not found")),
         ChatError::Corrupt(m) => Status::internal(m),
+        ChatError::Io(m) => Status::unavailable(m),
     }
 }
 

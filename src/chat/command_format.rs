@@ -116,6 +116,57 @@ pub struct SnapshotPb {
     /// Rooms in name order, as packed chunks (version 2).
     #[prost(message, repeated, tag = "5")]
     pub packed_rooms: Vec<PackedRoomPb>,
+    /// Version 3 (a manifest): the generation directory the chunks are in.
+    #[prost(string, tag = "6")]
+    pub gen: String,
+    /// Version 3: the length of each segment of the generation at the snapshot (segment `n`
+    /// is element `n`). Bytes past these lengths are not part of the snapshot.
+    #[prost(uint64, repeated, tag = "7")]
+    pub segment_lens: Vec<u64>,
+    /// Version 3: rooms in name order, as chunk references plus the open tail.
+    #[prost(message, repeated, tag = "8")]
+    pub disk_rooms: Vec<DiskRoomPb>,
+}
+
+/// One room in a version-3 snapshot (a manifest): where its sealed chunks are, and the packed
+/// records of its open tail.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DiskRoomPb {
+    /// Room name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Number of messages.
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    /// Sealed chunks, seq order, starting at seq 1.
+    #[prost(message, repeated, tag = "3")]
+    pub chunks: Vec<ChunkRefPb>,
+    /// Packed records after the last sealed chunk.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub tail: bytes::Bytes,
+    /// Number of records in `tail`.
+    #[prost(uint32, tag = "5")]
+    pub tail_count: u32,
+}
+
+/// Where one sealed chunk is: a frame in a segment file of the generation.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkRefPb {
+    /// Seq of its first record.
+    #[prost(uint64, tag = "1")]
+    pub first_seq: u64,
+    /// Number of records.
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+    /// Segment number.
+    #[prost(uint32, tag = "3")]
+    pub seg: u32,
+    /// Offset of the frame in the segment.
+    #[prost(uint64, tag = "4")]
+    pub offset: u64,
+    /// Length of the frame.
+    #[prost(uint32, tag = "5")]
+    pub len: u32,
 }
 
 /// One room in a version-2 snapshot: its messages as the packed chunks of
@@ -133,9 +184,13 @@ pub struct PackedRoomPb {
     pub chunks: Vec<bytes::Bytes>,
 }
 
-/// Snapshot format written by this binary. Version 1 (a message per record, dedupe table
-/// included) is still read, so a node restarts from a snapshot an older binary wrote.
+/// Snapshot format written by a state without a directory (packed chunks inline). Version 1 (a
+/// message per record, dedupe table included) is still read, so a node restarts from a
+/// snapshot an older binary wrote.
 pub const SNAPSHOT_VERSION: u32 = 2;
+/// Snapshot format written by a state with a directory: a manifest of chunk references into
+/// segment files (see `docs/storage.md`).
+pub const SNAPSHOT_VERSION_MANIFEST: u32 = 3;
 /// The first snapshot format, still accepted by restore.
 pub const SNAPSHOT_VERSION_V1: u32 = 1;
 

@@ -9,19 +9,23 @@
 //! for the client), and `apply` refuses it again, so a malformed entry in the log (from an older
 //! or buggy node) is skipped identically everywhere instead of half-applying.
 
+pub mod bundle;
 pub mod command_format;
+pub mod disk;
+mod snapshot;
 mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use self::command_format::{
-    CommandPb, CreateRoomPb, DedupePb, PackedRoomPb, RoomPb, SendPb, SnapshotPb, SNAPSHOT_VERSION,
-    SNAPSHOT_VERSION_V1,
-};
-use self::store::{Record, RoomLog};
+use self::command_format::{CommandPb, CreateRoomPb, SendPb};
+use self::disk::{ChatDir, Segments};
+use self::store::{ChunkRef, Piece, Record, RoomLog};
+
+pub use self::snapshot::{manifest_layout, manifest_with_gen, SnapshotView};
 
 /// Default cap on the text of one message (64 KiB).
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -42,9 +46,13 @@ pub enum ChatError {
     /// The room does not exist (NOT_FOUND).
     #[error("room {0:?} not found")]
     RoomNotFound(String),
-    /// A log entry or snapshot could not be decoded.
+    /// A log entry or snapshot could not be decoded, or a file of the state machine does not
+    /// hold what its index says.
     #[error("corrupt state machine data: {0}")]
     Corrupt(String),
+    /// A file of the state machine could not be read or written.
+    #[error("state machine i/o: {0}")]
+    Io(String),
 }
 
 /// A chat message as stored and served.
@@ -242,8 +250,13 @@ pub struct RoomInfo {
     pub message_count: u64,
 }
 
-/// The chat state. Messages are held in memory (see docs/node.md for the retention limit),
-/// packed by [`store::RoomLog`] at about the size of their text plus 50 bytes.
+/// Total bytes of open tails above which the largest tails are sealed (written to disk) early,
+/// so memory stays bounded however many rooms there are.
+pub const TAIL_BUDGET: usize = 8 << 20;
+
+/// The chat state. With a directory ([`ChatState::open`]), sealed chunks of history live in
+/// segment files and RAM holds the per-room chunk index, the open tails and the dedupe table;
+/// without one ([`ChatState::new`], for tests), everything stays in memory.
 #[derive(Debug)]
 pub struct ChatState {
     /// Rooms by name. Invariant: message `seq` of a room is at position `seq` (gap-free).
@@ -257,49 +270,81 @@ pub struct ChatState {
     max_text_bytes: usize,
     /// Last raft index applied. Invariant: only grows, except through `restore`.
     applied: u64,
+    /// Bytes in all open tails. Invariant: the sum of `tail.len()` over the rooms.
+    tail_bytes: usize,
+    /// The chat directory, if the state has one.
+    dir: Option<ChatDir>,
+    /// The generation in use. `Some` once a state with a directory was restored.
+    disk: Option<Disk>,
 }
 
-/// A frozen copy of the whole state, taken in microseconds by [`ChatState::snapshot_view`]
-/// (it shares the packed chunks) and encoded by [`SnapshotView::encode`] on any thread, so a
-/// snapshot never stalls the task that applies entries.
-#[derive(Debug, Clone)]
-pub struct SnapshotView {
-    applied: u64,
-    rooms: Vec<(Arc<str>, u64, Vec<Arc<store::Chunk>>)>,
+/// The segment files a state with a directory appends to.
+#[derive(Debug)]
+struct Disk {
+    gen: String,
+    segs: Arc<Segments>,
+    /// Length of each segment as placed so far (never empty; only the last one grows).
+    seg_lens: Vec<u64>,
+    /// Write sequence number of the last chunk handed to the writer.
+    next_wseq: u64,
+    /// Sealed chunks still held in memory, in write order: (room, position, wseq).
+    pending: VecDeque<(Arc<str>, usize, u64)>,
 }
 
-impl SnapshotView {
-    /// Raft index the view was taken at.
-    pub fn applied(&self) -> u64 {
-        self.applied
-    }
+/// A read of a room's history, planned under the state's lock and done outside it
+/// ([`HistoryRead::load`]): disk reads never hold up the driver.
+#[derive(Debug)]
+pub struct HistoryRead {
+    room: String,
+    pieces: Vec<Piece>,
+    lo: u64,
+    hi: u64,
+    reverse: bool,
+    segs: Option<Arc<Segments>>,
+}
 
-    /// Encodes the view in the current snapshot format. Costs one copy of the packed
-    /// messages.
-    pub fn encode(&self) -> Bytes {
-        let pb = SnapshotPb {
-            version: SNAPSHOT_VERSION,
-            applied: self.applied,
-            packed_rooms: self
-                .rooms
-                .iter()
-                .map(|(name, count, chunks)| PackedRoomPb {
-                    name: name.to_string(),
-                    count: *count,
-                    chunks: chunks
-                        .iter()
-                        .map(|c| Bytes::from_owner(store::ChunkBytes(c.clone())))
-                        .collect(),
-                })
-                .collect(),
-            ..SnapshotPb::default()
-        };
-        command_format::encode(&pb)
+impl HistoryRead {
+    /// Reads the planned messages (from memory, or with one `pread` per 64 KiB chunk). May
+    /// block on the disk: call it on a blocking thread from async code.
+    pub fn load(self) -> Result<Vec<Arc<ChatMessage>>, ChatError> {
+        let mut out = Vec::new();
+        for p in self.pieces {
+            let (first_seq, bytes) = match p {
+                Piece::Mem { first_seq, bytes } => (first_seq, bytes),
+                Piece::Disk {
+                    first_seq,
+                    count,
+                    seg,
+                    offset,
+                    len,
+                } => {
+                    let segs = self.segs.as_ref().ok_or_else(|| {
+                        ChatError::Io("a chunk on disk but no segment files".into())
+                    })?;
+                    let frame = segs.read(seg, offset, len)?;
+                    let bytes =
+                        disk::decode_frame(frame, &self.room, first_seq, count).map_err(|e| {
+                            ChatError::Corrupt(format!(
+                                "{} at offset {offset}: {e}",
+                                disk::seg_path(segs.dir(), seg).display()
+                            ))
+                        })?;
+                    (first_seq, bytes)
+                }
+            };
+            store::for_each_in(&bytes, first_seq, self.lo, self.hi, |seq, r| {
+                out.push(Arc::new(r.to_message(&self.room, seq)))
+            })?;
+        }
+        if self.reverse {
+            out.reverse();
+        }
+        Ok(out)
     }
 }
 
 impl ChatState {
-    /// An empty state with the given limits.
+    /// An empty state with the given limits, held entirely in memory (tests, tools).
     pub fn new(dedupe_capacity: usize, max_text_bytes: usize) -> Self {
         ChatState {
             rooms: BTreeMap::new(),
@@ -308,7 +353,25 @@ impl ChatState {
             dedupe_capacity: dedupe_capacity.max(1),
             max_text_bytes,
             applied: 0,
+            tail_bytes: 0,
+            dir: None,
+            disk: None,
         }
+    }
+
+    /// An empty state that keeps its history in `dir`. Call [`ChatState::restore`] before
+    /// applying anything: it opens (or, for an empty image, creates) the generation of files.
+    pub fn open(dir: ChatDir, dedupe_capacity: usize, max_text_bytes: usize) -> Self {
+        let mut s = ChatState::new(dedupe_capacity, max_text_bytes);
+        s.dir = Some(dir);
+        s
+    }
+
+    /// A state with the same limits and directory, and nothing in it.
+    fn empty_like(&self) -> ChatState {
+        let mut s = ChatState::new(self.dedupe_capacity, self.max_text_bytes);
+        s.dir = self.dir.clone();
+        s
     }
 
     /// Last raft index applied.
@@ -319,6 +382,29 @@ impl ChatState {
     /// Records that `index` was applied without a chat command (no-op or configuration entry).
     pub fn skip(&mut self, index: u64) {
         self.applied = self.applied.max(index);
+    }
+
+    /// The generation directory in use, if the state has files.
+    pub fn gen_dir(&self) -> Option<PathBuf> {
+        let (dir, d) = (self.dir.as_ref()?, self.disk.as_ref()?);
+        Some(dir.gen_dir(&d.gen))
+    }
+
+    /// Removes every file of the chat directory the state does not use (older generations,
+    /// interrupted transfers). For startup only, when no transfer can be running.
+    pub fn remove_unused_files(&self) -> Result<(), ChatError> {
+        match (&self.dir, &self.disk) {
+            (Some(dir), Some(d)) => dir.remove_all_but(&d.gen),
+            _ => Ok(()),
+        }
+    }
+
+    /// Blocks until every sealed chunk is written and fsynced. Never on an async task.
+    pub fn flush(&self) -> Result<(), ChatError> {
+        match &self.disk {
+            Some(d) => d.segs.barrier(),
+            None => Ok(()),
+        }
     }
 
     /// Applies the entry at `index` (term `term`) carrying `data`.
@@ -360,18 +446,19 @@ impl ChatState {
                         name
                     }
                 };
-                let Some(log) = self.rooms.get_mut(&name) else {
+                let Some(seq) = self.push(
+                    &name,
+                    &Record {
+                        index,
+                        term,
+                        sent_at_unix_ms,
+                        author: &author,
+                        id: &id,
+                        text: &text,
+                    },
+                ) else {
                     return Applied::Rejected(ChatError::Corrupt("room vanished".into()));
                 };
-                log.push(&Record {
-                    index,
-                    term,
-                    sent_at_unix_ms,
-                    author: &author,
-                    id: &id,
-                    text: &text,
-                });
-                let seq = log.len();
                 let id: Arc<str> = Arc::from(id);
                 self.remember(id.clone(), name, seq);
                 Applied::Sent {
@@ -391,6 +478,116 @@ impl ChatState {
         }
     }
 
+    /// Appends `rec` to room `name` (which exists), sealing its tail when full and the largest
+    /// tails when all of them pass [`TAIL_BUDGET`]. Returns the new message's seq.
+    fn push(&mut self, name: &Arc<str>, rec: &Record<'_>) -> Option<u64> {
+        let log = self.rooms.get_mut(name)?;
+        let before = log.tail.len();
+        let full = log.push(rec);
+        let seq = log.len();
+        self.tail_bytes += log.tail.len() - before;
+        if full {
+            self.seal(name);
+        }
+        if self.tail_bytes > TAIL_BUDGET {
+            self.shed_tails();
+        }
+        self.reap();
+        Some(seq)
+    }
+
+    /// Seals the open tail of room `name` into a chunk: handed to the writer thread (and kept
+    /// in memory until written), or kept in memory for a state without files.
+    fn seal(&mut self, name: &Arc<str>) {
+        let Some(log) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if log.tail_count == 0 {
+            return;
+        }
+        let first_seq = log.tail_first_seq();
+        let count = log.tail_count;
+        let mut records = std::mem::take(&mut log.tail);
+        log.tail_count = 0;
+        self.tail_bytes -= records.len();
+        let chunk = match &mut self.disk {
+            Some(d) => {
+                let (frame, at) = disk::encode_frame(name, first_seq, count, &records);
+                let len = frame.len() as u64;
+                let mut seg = d.seg_lens.len() - 1;
+                if d.seg_lens[seg] > 0 && d.seg_lens[seg] + len > disk::SEGMENT_BYTES {
+                    d.seg_lens.push(0);
+                    seg += 1;
+                }
+                let offset = d.seg_lens[seg];
+                d.seg_lens[seg] += len;
+                d.next_wseq += 1;
+                let wseq = d.next_wseq;
+                let mem = frame.slice(at..);
+                d.segs.write(seg as u32, offset, frame, wseq);
+                d.pending.push_back((name.clone(), log.sealed.len(), wseq));
+                ChunkRef {
+                    first_seq,
+                    count,
+                    seg: seg as u32,
+                    offset,
+                    len: len as u32,
+                    wseq,
+                    mem: Some(mem),
+                }
+            }
+            None => {
+                records.shrink_to_fit();
+                ChunkRef {
+                    first_seq,
+                    count,
+                    seg: u32::MAX,
+                    offset: 0,
+                    len: 0,
+                    wseq: 0,
+                    mem: Some(Bytes::from(records)),
+                }
+            }
+        };
+        log.sealed.push(chunk);
+    }
+
+    /// Seals the largest open tails until they hold at most half of [`TAIL_BUDGET`].
+    fn shed_tails(&mut self) {
+        let mut tails: Vec<(usize, Arc<str>)> = self
+            .rooms
+            .iter()
+            .filter(|(_, l)| l.tail_count > 0)
+            .map(|(n, l)| (l.tail.len(), n.clone()))
+            .collect();
+        tails.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, name) in tails {
+            if self.tail_bytes <= TAIL_BUDGET / 2 {
+                break;
+            }
+            self.seal(&name);
+        }
+    }
+
+    /// Drops the memory copy of every chunk the writer thread has written.
+    fn reap(&mut self) {
+        let Some(d) = &mut self.disk else {
+            return;
+        };
+        let written = d.segs.written();
+        while let Some((room, k, wseq)) = d.pending.front() {
+            if *wseq > written {
+                break;
+            }
+            if let Some(c) = self.rooms.get_mut(room).and_then(|l| l.sealed.get_mut(*k)) {
+                if c.wseq == *wseq {
+                    c.mem = None;
+                }
+            }
+            d.pending.pop_front();
+        }
+    }
+
     /// Creates `room` if it is missing; returns its previous message count (`None`: created).
     fn room_entry(&mut self, room: &str) -> Option<u64> {
         if let Some(log) = self.rooms.get(room) {
@@ -400,10 +597,15 @@ impl ChatState {
         None
     }
 
+    /// The original message of a request id. Reads one chunk (from disk when it left memory):
+    /// duplicates are rare, and the chunk is usually a recent one, still in the page cache.
     fn lookup_dedupe(&self, id: &str) -> Option<Arc<ChatMessage>> {
         let (room, seq) = self.dedupe.get(id)?;
-        let rec = self.rooms.get(room)?.get(*seq)?;
-        Some(Arc::new(rec.to_message(room, *seq)))
+        self.history_read(room, *seq, 1, false)
+            .ok()?
+            .load()
+            .ok()?
+            .pop()
     }
 
     fn remember(&mut self, id: Arc<str>, room: Arc<str>, seq: u64) {
@@ -441,7 +643,8 @@ impl ChatState {
     }
 
     /// Up to `limit` messages of `room` starting at `from_seq` (inclusive), ascending; or, with
-    /// `reverse`, descending from `from_seq` (0 = the newest).
+    /// `reverse`, descending from `from_seq` (0 = the newest). Reads under the caller's lock:
+    /// servers use [`ChatState::history_read`] and load outside it.
     pub fn history(
         &self,
         room: &str,
@@ -449,35 +652,49 @@ impl ChatState {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Arc<ChatMessage>>, ChatError> {
+        self.history_read(room, from_seq, limit, reverse)?.load()
+    }
+
+    /// Plans [`ChatState::history`]: cheap (no disk access), so it runs under the lock, and
+    /// the returned read does the I/O.
+    pub fn history_read(
+        &self,
+        room: &str,
+        from_seq: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<HistoryRead, ChatError> {
         let log = self
             .rooms
             .get(room)
             .ok_or_else(|| ChatError::RoomNotFound(room.to_string()))?;
         let len = log.len();
         let limit = limit as u64;
-        let out = |(seq, r): (u64, Record<'_>)| Arc::new(r.to_message(room, seq));
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        if reverse {
+        let (lo, hi) = if limit == 0 {
+            (1, 0)
+        } else if reverse {
             let top = if from_seq == 0 {
                 len
             } else {
                 from_seq.min(len)
             };
-            if top == 0 {
-                return Ok(Vec::new());
-            }
-            let lo = top.saturating_sub(limit) + 1;
-            Ok(log.range(lo, top).rev().map(out).collect())
+            (top.saturating_sub(limit) + 1, top)
         } else {
             let start = from_seq.max(1);
-            if start > len {
-                return Ok(Vec::new());
-            }
-            let end = start.saturating_add(limit - 1).min(len);
-            Ok(log.range(start, end).map(out).collect())
-        }
+            (start, start.saturating_add(limit - 1).min(len))
+        };
+        Ok(HistoryRead {
+            room: room.to_string(),
+            pieces: if lo <= hi {
+                log.pieces(lo, hi)
+            } else {
+                Vec::new()
+            },
+            lo,
+            hi,
+            reverse,
+            segs: self.disk.as_ref().map(|d| d.segs.clone()),
+        })
     }
 
     /// Rooms in name order, strictly after `after`, at most `limit`.
@@ -495,120 +712,6 @@ impl ChatState {
                 message_count: log.len(),
             })
             .collect()
-    }
-
-    /// A frozen copy of the state for a snapshot: shares every packed chunk, so it costs a few
-    /// `Arc` clones per room, whatever the number of messages.
-    pub fn snapshot_view(&self) -> SnapshotView {
-        SnapshotView {
-            applied: self.applied,
-            rooms: self
-                .rooms
-                .iter()
-                .map(|(name, log)| (name.clone(), log.len(), log.chunks().to_vec()))
-                .collect(),
-        }
-    }
-
-    /// Encodes the whole state for a Raft snapshot (a view, encoded at once).
-    pub fn snapshot(&self) -> Bytes {
-        self.snapshot_view().encode()
-    }
-
-    /// Replaces the state with a snapshot image. An empty image is the empty state (a fresh
-    /// log's index-0 snapshot). On error the current state is left untouched.
-    pub fn restore(&mut self, data: &Bytes) -> Result<(), ChatError> {
-        let mut fresh = ChatState::new(self.dedupe_capacity, self.max_text_bytes);
-        if data.is_empty() {
-            *self = fresh;
-            return Ok(());
-        }
-        let pb = command_format::decode_snapshot(data.clone())
-            .map_err(|e| ChatError::Corrupt(e.to_string()))?;
-        fresh.applied = pb.applied;
-        match pb.version {
-            SNAPSHOT_VERSION => fresh.restore_packed(pb.packed_rooms)?,
-            SNAPSHOT_VERSION_V1 => fresh.restore_v1(pb.rooms, pb.dedupe)?,
-            v => {
-                return Err(ChatError::Corrupt(format!(
-                    "snapshot format version {v} (this binary reads {SNAPSHOT_VERSION_V1} and \
-                     {SNAPSHOT_VERSION})"
-                )))
-            }
-        }
-        *self = fresh;
-        Ok(())
-    }
-
-    /// Checks one restored message the way `apply` checks a send.
-    fn check_record(&self, r: &Record<'_>) -> Result<(), ChatError> {
-        validate_send_fields(r.author, r.text, r.id, self.max_text_bytes)
-            .map_err(|e| ChatError::Corrupt(format!("snapshot holds a message that {e}")))
-    }
-
-    fn restore_packed(&mut self, rooms: Vec<PackedRoomPb>) -> Result<(), ChatError> {
-        for room in rooms {
-            validate_room(&room.name)?;
-            let log = RoomLog::from_chunks(room.chunks, |r| self.check_record(r))?;
-            if log.len() != room.count {
-                return Err(ChatError::Corrupt(format!(
-                    "room {:?} holds {} messages, its header says {}",
-                    room.name,
-                    log.len(),
-                    room.count
-                )));
-            }
-            self.rooms.insert(Arc::from(room.name), log);
-        }
-        // The dedupe table holds exactly the ids of the newest `dedupe_capacity` messages, in
-        // index order: rebuild it from them instead of storing it twice.
-        let cap = self.dedupe_capacity as u64;
-        let mut newest: Vec<(u64, Arc<str>, u64, Arc<str>)> = Vec::new();
-        for (name, log) in &self.rooms {
-            let lo = log.len().saturating_sub(cap) + 1;
-            for (seq, r) in log.range(lo, log.len()) {
-                newest.push((r.index, Arc::from(r.id), seq, name.clone()));
-            }
-        }
-        newest.sort_unstable_by_key(|(index, ..)| *index);
-        let skip = newest.len().saturating_sub(self.dedupe_capacity);
-        for (_, id, seq, room) in newest.into_iter().skip(skip) {
-            self.remember(id, room, seq);
-        }
-        Ok(())
-    }
-
-    fn restore_v1(&mut self, rooms: Vec<RoomPb>, dedupe: Vec<DedupePb>) -> Result<(), ChatError> {
-        for room in rooms {
-            let mut log = RoomLog::default();
-            for (i, m) in room.messages.into_iter().enumerate() {
-                if m.seq != i as u64 + 1 {
-                    return Err(ChatError::Corrupt(format!(
-                        "room {:?} has seq {} at position {}",
-                        room.name,
-                        m.seq,
-                        i + 1
-                    )));
-                }
-                log.push(&Record {
-                    index: m.index,
-                    term: m.term,
-                    sent_at_unix_ms: m.sent_at_unix_ms,
-                    author: &m.author,
-                    id: &m.id,
-                    text: &m.text,
-                });
-            }
-            self.rooms.insert(Arc::from(room.name), log);
-        }
-        for d in dedupe {
-            let room = match self.rooms.get_key_value(d.room.as_str()) {
-                Some((name, _)) => name.clone(),
-                None => Arc::from(d.room),
-            };
-            self.remember(Arc::from(d.id), room, d.seq);
-        }
-        Ok(())
     }
 }
 

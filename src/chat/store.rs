@@ -1,20 +1,14 @@
 //! Compact storage of a room's messages: packed records in chunks of about 64 KiB.
 //!
 //! Why not a `Vec<Arc<ChatMessage>>`: that costs about 500 bytes of heap per 100-byte message
-//! (the `Arc`, four `String`s and their allocations), so a node holding a million messages needs
-//! over half a gigabyte. A packed record costs its text plus about 50 bytes.
-//!
-//! Why chunks: a full chunk is never written again, and the open chunk is copy-on-write
-//! (`Arc::make_mut`), so a snapshot of the whole state is a list of `Arc` clones taken in
-//! microseconds on the driver task, and encoded later on another thread while the driver keeps
-//! appending (see [`super::SnapshotView`]). Chunks are also the unit of the snapshot format, so
-//! encoding one is a memory copy, not a re-encoding of every message.
+//! (the `Arc`, four `String`s and their allocations). A packed record costs its text plus about
+//! 50 bytes, and a sealed chunk leaves memory once it is written to a segment file
+//! ([`super::disk`]): RAM keeps one [`ChunkRef`] (about 64 bytes) per 64 KiB of history and
+//! each room's open tail.
 //!
 //! Record layout (all integers are LEB128 varints, as in protobuf): index, term, zigzag of
 //! `sent_at_unix_ms`, then author, id and text, each as a length followed by UTF-8 bytes. The
 //! room name and seq are implicit (the chunk's room and position).
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::encoding::{decode_varint, encode_varint};
@@ -106,93 +100,89 @@ fn string<'a>(buf: &mut &'a [u8]) -> Result<&'a str, ChatError> {
     std::str::from_utf8(s).map_err(|_| corrupt("text is not UTF-8"))
 }
 
-/// The bytes of a chunk: growing while it is a room's newest, then frozen. A frozen chunk may
-/// be a slice of the snapshot it was restored from, so a restart holds each message once.
-#[derive(Debug, Clone)]
-enum ChunkData {
-    Open(Vec<u8>),
-    Sealed(Bytes),
+/// Decodes every record of a packed run, checking each with `check`; returns how many.
+pub(crate) fn count_records(
+    bytes: &[u8],
+    mut check: impl FnMut(&Record<'_>) -> Result<(), ChatError>,
+) -> Result<u32, ChatError> {
+    let mut rest = bytes;
+    let mut n: u32 = 0;
+    while !rest.is_empty() {
+        let rec = Record::decode(&mut rest)?;
+        check(&rec)?;
+        n = n
+            .checked_add(1)
+            .ok_or_else(|| corrupt("too many records"))?;
+    }
+    Ok(n)
 }
 
-impl ChunkData {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            ChunkData::Open(v) => v,
-            ChunkData::Sealed(b) => b,
-        }
-    }
-
-    /// Appends `rec` and returns the new length. A sealed chunk is copied into a growable one
-    /// first (which only happens to a room's last chunk after a restore).
-    fn push(&mut self, rec: &Record<'_>) -> usize {
-        match self {
-            ChunkData::Open(v) => {
-                rec.encode(v);
-                v.len()
-            }
-            ChunkData::Sealed(b) => {
-                let mut v = b.to_vec();
-                rec.encode(&mut v);
-                let len = v.len();
-                *self = ChunkData::Open(v);
-                len
-            }
-        }
-    }
-
-    fn seal(&mut self) {
-        if let ChunkData::Open(v) = self {
-            // Sealed from now on: give back the growth slack.
-            v.shrink_to_fit();
-            *self = ChunkData::Sealed(Bytes::from(std::mem::take(v)));
-        }
-    }
-}
-
-/// Packed records, in seq order. Invariant: `ends` is strictly increasing, its last element is
-/// the data's length, and every record in the data decodes.
-#[derive(Debug, Clone)]
-pub(crate) struct Chunk {
-    /// Seq of the first record.
+/// Calls `f` for every record of a packed run that starts at `first_seq`, with its seq, for
+/// seqs in `lo..=hi`.
+pub(crate) fn for_each_in(
+    bytes: &[u8],
     first_seq: u64,
-    /// The records, back to back.
-    data: ChunkData,
-    /// End offset of each record in `data`.
-    ends: Vec<u32>,
+    lo: u64,
+    hi: u64,
+    mut f: impl FnMut(u64, Record<'_>),
+) -> Result<(), ChatError> {
+    let mut rest = bytes;
+    let mut seq = first_seq;
+    while !rest.is_empty() && seq <= hi {
+        let rec = Record::decode(&mut rest)?;
+        if seq >= lo {
+            f(seq, rec);
+        }
+        seq += 1;
+    }
+    Ok(())
 }
 
-impl Chunk {
-    fn record(&self, i: usize) -> Option<Record<'_>> {
-        let end = *self.ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let mut buf = self.data.as_slice().get(start..end)?;
-        // Every record was validated when it was packed or restored.
-        Record::decode(&mut buf).ok()
-    }
-
-    /// The packed bytes, for the snapshot.
-    pub fn bytes(&self) -> &[u8] {
-        self.data.as_slice()
-    }
+/// Where a sealed chunk is. Invariant: `mem` is `Some` until the writer thread has written the
+/// frame (or forever, for a state without a directory).
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkRef {
+    /// Seq of the first record.
+    pub first_seq: u64,
+    /// Number of records.
+    pub count: u32,
+    /// Segment number in the generation (`u32::MAX`: memory only).
+    pub seg: u32,
+    /// Offset of the frame in the segment.
+    pub offset: u64,
+    /// Length of the whole frame.
+    pub len: u32,
+    /// Write sequence number, to know when the writer is past it.
+    pub wseq: u64,
+    /// The packed records while they are (also) in memory.
+    pub mem: Option<Bytes>,
 }
 
-/// The packed bytes of a shared chunk, so a snapshot can hand chunks to an encoder as
-/// [`bytes::Bytes`] without copying them.
-#[derive(Debug)]
-pub(crate) struct ChunkBytes(pub Arc<Chunk>);
-
-impl AsRef<[u8]> for ChunkBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.bytes()
-    }
-}
-
-/// All messages of one room. Invariant: chunk `k` starts at seq `1 + sum of earlier lengths`,
-/// and `len` is the total.
+/// All messages of one room: sealed chunks (on disk, or still in memory) and the open tail.
+/// Invariant: chunk `k` starts at seq `1 + sum of earlier counts`, the tail holds the last
+/// `tail_count` records, and `len` is the total.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RoomLog {
-    chunks: Vec<Arc<Chunk>>,
-    len: u64,
+    pub sealed: Vec<ChunkRef>,
+    pub tail: Vec<u8>,
+    pub tail_count: u32,
+    pub len: u64,
+}
+
+/// A piece of a room to read: bytes at hand, or a frame to read from a segment.
+#[derive(Debug, Clone)]
+pub(crate) enum Piece {
+    Mem {
+        first_seq: u64,
+        bytes: Bytes,
+    },
+    Disk {
+        first_seq: u64,
+        count: u32,
+        seg: u32,
+        offset: u64,
+        len: u32,
+    },
 }
 
 impl RoomLog {
@@ -201,94 +191,60 @@ impl RoomLog {
         self.len
     }
 
-    /// Appends `rec` as message `len + 1`.
-    pub fn push(&mut self, rec: &Record<'_>) {
-        let seq = self.len + 1;
-        let need_new = match self.chunks.last() {
-            None => true,
-            Some(c) => c.bytes().len() >= CHUNK_BYTES,
-        };
-        if need_new {
-            if let Some(last) = self.chunks.last_mut() {
-                let c = Arc::make_mut(last);
-                c.data.seal();
-                c.ends.shrink_to_fit();
-            }
-            self.chunks.push(Arc::new(Chunk {
-                first_seq: seq,
-                data: ChunkData::Open(Vec::new()),
-                ends: Vec::new(),
-            }));
-        }
-        if let Some(last) = self.chunks.last_mut() {
-            // Copies the open chunk only if a snapshot still holds it.
-            let c = Arc::make_mut(last);
-            let end = c.data.push(rec) as u32;
-            c.ends.push(end);
-        }
-        self.len = seq;
+    /// Seq of the tail's first record.
+    pub fn tail_first_seq(&self) -> u64 {
+        self.len - u64::from(self.tail_count) + 1
     }
 
-    fn chunk_of(&self, seq: u64) -> Option<(&Chunk, usize)> {
-        if seq == 0 || seq > self.len {
-            return None;
-        }
-        let k = self
-            .chunks
-            .partition_point(|c| c.first_seq <= seq)
-            .checked_sub(1)?;
-        let c = self.chunks.get(k)?;
-        Some((c, usize::try_from(seq - c.first_seq).ok()?))
+    /// Appends `rec` as message `len + 1` to the tail. Returns true when the tail is full and
+    /// must be sealed.
+    pub fn push(&mut self, rec: &Record<'_>) -> bool {
+        rec.encode(&mut self.tail);
+        self.tail_count += 1;
+        self.len += 1;
+        self.tail.len() >= CHUNK_BYTES
     }
 
-    /// Message `seq`, if present.
-    pub fn get(&self, seq: u64) -> Option<Record<'_>> {
-        let (c, i) = self.chunk_of(seq)?;
-        c.record(i)
-    }
-
-    /// Messages `lo..=hi` in ascending seq order (clamped to what exists).
-    pub fn range(&self, lo: u64, hi: u64) -> impl DoubleEndedIterator<Item = (u64, Record<'_>)> {
+    /// The pieces holding seqs `lo..=hi` (clamped), oldest first.
+    pub fn pieces(&self, lo: u64, hi: u64) -> Vec<Piece> {
         let lo = lo.max(1);
         let hi = hi.min(self.len);
-        (lo..=hi).filter_map(move |seq| self.get(seq).map(|r| (seq, r)))
-    }
-
-    /// The chunks, oldest first, for a snapshot.
-    pub fn chunks(&self) -> &[Arc<Chunk>] {
-        &self.chunks
-    }
-
-    /// Rebuilds a room from snapshot chunks, checking every record (a snapshot may come from
-    /// the network). `check` vets each record the way `apply` would have. The chunks are kept
-    /// as given (slices of the snapshot, not copies).
-    pub fn from_chunks(
-        chunks: impl IntoIterator<Item = Bytes>,
-        mut check: impl FnMut(&Record<'_>) -> Result<(), ChatError>,
-    ) -> Result<RoomLog, ChatError> {
-        let mut room = RoomLog::default();
-        for bytes in chunks {
-            let mut ends = Vec::new();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let rec = Record::decode(&mut rest)?;
-                check(&rec)?;
-                let end = u32::try_from(bytes.len() - rest.len())
-                    .map_err(|_| corrupt("chunk over 4 GiB"))?;
-                ends.push(end);
-            }
-            if ends.is_empty() {
-                return Err(corrupt("empty chunk"));
-            }
-            let n = ends.len() as u64;
-            room.chunks.push(Arc::new(Chunk {
-                first_seq: room.len + 1,
-                data: ChunkData::Sealed(bytes),
-                ends,
-            }));
-            room.len += n;
+        let mut out = Vec::new();
+        if lo > hi {
+            return out;
         }
-        Ok(room)
+        let start = self
+            .sealed
+            .partition_point(|c| c.first_seq <= lo)
+            .saturating_sub(1);
+        for c in &self.sealed[start..] {
+            if c.first_seq > hi {
+                break;
+            }
+            if c.first_seq + u64::from(c.count) <= lo {
+                continue;
+            }
+            out.push(match &c.mem {
+                Some(b) => Piece::Mem {
+                    first_seq: c.first_seq,
+                    bytes: b.clone(),
+                },
+                None => Piece::Disk {
+                    first_seq: c.first_seq,
+                    count: c.count,
+                    seg: c.seg,
+                    offset: c.offset,
+                    len: c.len,
+                },
+            });
+        }
+        if self.tail_count > 0 && hi >= self.tail_first_seq() {
+            out.push(Piece::Mem {
+                first_seq: self.tail_first_seq(),
+                bytes: Bytes::copy_from_slice(&self.tail),
+            });
+        }
+        out
     }
 }
 
@@ -308,46 +264,23 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_across_chunk_boundaries() {
-        let text = "x".repeat(1000);
+    fn records_round_trip_and_ranges_pick_the_right_ones() {
         let mut room = RoomLog::default();
+        let mut full = 0;
         for i in 1..=200 {
-            room.push(&rec(i, &text));
+            if room.push(&rec(i, &"x".repeat(1000))) {
+                full += 1;
+            }
         }
-        assert!(room.chunks().len() >= 3, "200 KB must span several chunks");
-        for seq in 1..=200 {
-            let r = room.get(seq).unwrap();
-            assert_eq!((r.index, r.term, r.sent_at_unix_ms), (seq, 3, -5));
-            assert_eq!(r.text, text);
+        assert!(full > 0, "200 KB must fill the tail");
+        let mut seen = Vec::new();
+        for p in room.pieces(99, 102) {
+            if let Piece::Mem { first_seq, bytes } = p {
+                for_each_in(&bytes, first_seq, 99, 102, |s, r| seen.push((s, r.index))).unwrap();
+            }
         }
-        assert!(room.get(0).is_none() && room.get(201).is_none());
-        let seqs: Vec<u64> = room.range(99, 102).map(|(s, _)| s).collect();
-        assert_eq!(seqs, vec![99, 100, 101, 102]);
-        let copies = room
-            .chunks()
-            .iter()
-            .map(|c| Bytes::copy_from_slice(c.bytes()));
-        let mut back = RoomLog::from_chunks(copies, |_| Ok(())).unwrap();
-        assert_eq!(back.len(), 200);
-        assert_eq!(back.get(150), room.get(150));
-        // A restored room keeps growing: its last chunk reopens.
-        back.push(&rec(201, "tail"));
-        assert_eq!(back.get(201).unwrap().text, "tail");
-        assert_eq!(back.get(200).unwrap().text, text);
-    }
-
-    #[test]
-    fn a_held_chunk_is_copied_not_changed() {
-        let mut room = RoomLog::default();
-        room.push(&rec(1, "a"));
-        let held = room.chunks()[0].clone();
-        room.push(&rec(2, "b"));
-        assert_eq!(
-            held.ends.len(),
-            1,
-            "the snapshot's view must not see later appends"
-        );
-        assert_eq!(room.len(), 2);
+        assert_eq!(seen, vec![(99, 99), (100, 100), (101, 101), (102, 102)]);
+        assert_eq!(count_records(&room.tail, |_| Ok(())).unwrap(), 200);
     }
 
     #[test]
@@ -359,10 +292,10 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn garbage_chunks_are_refused_without_panic(
+        fn garbage_records_are_refused_without_panic(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)
         ) {
-            let _ = RoomLog::from_chunks([Bytes::from(data)], |_| Ok(()));
+            let _ = count_records(&data, |_| Ok(()));
         }
     }
 }

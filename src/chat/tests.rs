@@ -1,5 +1,6 @@
 //! Tests of the chat state machine: commands, dedupe, history, snapshots and restore.
 
+use super::command_format::{DedupePb, RoomPb, SnapshotPb, SNAPSHOT_VERSION_V1};
 use super::*;
 
 fn send(room: &str, text: &str, id: &str) -> Bytes {
@@ -130,11 +131,11 @@ fn snapshot_round_trips_including_dedupe() {
     let mut s = ChatState::new(10, 100);
     s.apply(1, 1, &send("a", "x", "r1"));
     s.apply(2, 1, &send("b", "y", "r2"));
-    let img = s.snapshot();
+    let img = s.snapshot().unwrap();
     let mut t = ChatState::new(10, 100);
     t.restore(&img).unwrap();
     assert_eq!(t.applied(), 2);
-    assert_eq!(t.snapshot(), img);
+    assert_eq!(t.snapshot().unwrap(), img);
     let (m, dup) = sent(t.apply(3, 2, &send("a", "x", "r1")));
     assert!(dup);
     assert_eq!(m.seq, 1);
@@ -147,14 +148,14 @@ fn restored_dedupe_table_keeps_its_eviction_order() {
     s.apply(2, 1, &send("b", "x", "r2"));
     s.apply(3, 1, &send("a", "x", "r3"));
     let mut t = ChatState::new(2, 100);
-    t.restore(&s.snapshot()).unwrap();
+    t.restore(&s.snapshot().unwrap()).unwrap();
     // The table holds r2 and r3; r1 was evicted before the snapshot.
     assert!(!sent(t.apply(4, 1, &send("a", "x", "r1"))).1);
     // That send evicted r2, the oldest, exactly as it would have without the restore.
     assert!(!sent(t.apply(5, 1, &send("b", "x", "r2"))).1);
     assert!(!sent(s.apply(4, 1, &send("a", "x", "r1"))).1);
     assert!(!sent(s.apply(5, 1, &send("b", "x", "r2"))).1);
-    assert_eq!(t.snapshot(), s.snapshot());
+    assert_eq!(t.snapshot().unwrap(), s.snapshot().unwrap());
 }
 
 #[test]
@@ -162,13 +163,13 @@ fn a_view_is_the_state_as_of_when_it_was_taken() {
     let mut s = ChatState::new(10, 100);
     s.apply(1, 1, &send("a", "x", "r1"));
     let view = s.snapshot_view();
-    let before = s.snapshot();
+    let before = s.snapshot().unwrap();
     s.apply(2, 1, &send("a", "y", "r2"));
     s.apply(3, 1, &send("c", "z", "r3"));
     assert_eq!(view.applied(), 1);
-    assert_eq!(view.encode(), before);
+    assert_eq!(view.encode().unwrap(), before);
     let mut t = ChatState::new(10, 100);
-    t.restore(&view.encode()).unwrap();
+    t.restore(&view.encode().unwrap()).unwrap();
     assert_eq!(t.room_len("a"), Some(1));
     assert!(!t.has_room("c"));
 }
@@ -209,7 +210,7 @@ fn version_1_snapshots_still_restore() {
 fn a_snapshot_with_an_invalid_message_is_refused() {
     let mut s = ChatState::new(10, 100);
     s.apply(1, 1, &send("a", "x".repeat(50).as_str(), "r1"));
-    let img = s.snapshot();
+    let img = s.snapshot().unwrap();
     // Same image, read by a node with a smaller text limit.
     let mut t = ChatState::new(10, 10);
     assert!(matches!(t.restore(&img), Err(ChatError::Corrupt(_))));

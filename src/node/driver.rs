@@ -22,6 +22,7 @@ use super::{
     open_storage, NodeConfig, NodeError, NodeHandle, NodeStatus, NodeStorage, PeerStatus,
     EVENTS_CAPACITY, INBOUND_QUEUE, REQUEST_QUEUE,
 };
+use crate::chat::disk::ChatDir;
 use crate::chat::{Applied, ChatState};
 use crate::raft::{
     ConfState, Config, Entry, EntryKind, LogStore, Message, NodeId, Raft, ReadState, Ready, Role,
@@ -131,20 +132,22 @@ impl Driver<NodeStorage> {
         // and learns it from the leader.
         let storage = open_storage(&cfg.data_dir.join("raft"), &cfg.bootstrap_conf())?;
         observe::observe_fsyncs(&storage, &cfg.metrics);
-        Self::launch(cfg, storage, Some(observe::disk_probe))
+        let chat = Some(ChatDir::new(cfg.data_dir.join("chat"), true));
+        Self::launch(cfg, storage, Some(observe::disk_probe), chat)
     }
 }
 
 impl<S: LogStore + Send + 'static> Driver<S> {
-    /// Like [`Driver::start`], with an already opened storage.
+    /// Like [`Driver::start`], with an already opened storage and the chat state in memory.
     pub fn start_with(cfg: NodeConfig, storage: S) -> Result<Started, NodeError> {
-        Self::launch(cfg, storage, None)
+        Self::launch(cfg, storage, None, None)
     }
 
     fn launch(
         cfg: NodeConfig,
         storage: S,
         disk: Option<observe::DiskProbe<S>>,
+        chat: Option<ChatDir>,
     ) -> Result<Started, NodeError> {
         // An explicit member list that leaves this node out is a mistake; no list at all is a
         // node that joins, or restarts from storage that knows the membership.
@@ -156,8 +159,13 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             )));
         }
         let snap = storage.snapshot()?;
-        let mut sm = ChatState::new(cfg.dedupe_capacity, cfg.max_text_bytes);
+        // O(rooms + chunk index): a manifest snapshot reads no history.
+        let mut sm = match &chat {
+            Some(dir) => ChatState::open(dir.clone(), cfg.dedupe_capacity, cfg.max_text_bytes),
+            None => ChatState::new(cfg.dedupe_capacity, cfg.max_text_bytes),
+        };
         sm.restore(&snap.data)?;
+        sm.remove_unused_files()?;
         observe::state_gauges(&cfg.metrics, &sm);
         let mut rc = Config::new(cfg.id);
         rc.election_tick = cfg.election_ticks.max(2);
@@ -188,7 +196,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             life.tasks.clone(),
         )
         .map_err(|e| NodeError::Config(e.to_string()))?
-        .with_metrics(cfg.metrics.clone());
+        .with_metrics(cfg.metrics.clone())
+        .with_chat_dir(chat.as_ref().map(|d| d.root().to_path_buf()));
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let shared = Arc::new(Shared {
             sm: RwLock::new(sm),
@@ -481,14 +490,27 @@ impl<S: LogStore + Send + 'static> Driver<S> {
     }
 
     fn restore_snapshot(&mut self, index: u64, data: &bytes::Bytes) -> Result<(), NodeError> {
-        {
+        let retired = {
             let mut sm = self
                 .shared
                 .sm
                 .write()
                 .map_err(|_| NodeError::Internal("state machine lock poisoned".into()))?;
+            let before = sm.gen_dir();
             sm.restore(data)?;
             observe::state_gauges(&self.cfg.metrics, &sm);
+            before.filter(|b| sm.gen_dir().as_ref() != Some(b))
+        };
+        // The snapshot naming the new generation is durable (persisted above): the old files
+        // can go, on a thread of their own (freeing gigabytes takes a while).
+        if let Some(old) = retired {
+            let _ = std::thread::Builder::new()
+                .name("chat-retire".into())
+                .spawn(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&old) {
+                        tracing::warn!(dir = %old.display(), error = %e, "cannot remove an old chat generation");
+                    }
+                });
         }
         observe::snapshot_taken(&self.cfg.metrics, "leader", data.len(), None);
         self.snapshot_index = index;
@@ -631,7 +653,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             self.raft.log().storage.stager()
         };
         let Some(stager) = stager else {
-            let data = view.encode();
+            // The admin call: it waits for the chat files' fsync here, on purpose.
+            let data = view.encode()?;
             self.install_snapshot(Compacted {
                 started,
                 index: applied,
@@ -650,16 +673,22 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             .name("snapshot".into())
             .spawn(move || {
                 lower_thread_priority();
-                let data = view.encode();
-                let done = stager
-                    .stage(applied, term, &conf, &data)
-                    .map(|()| Compacted {
+                // Waits for the chunks the manifest points at to be fsynced first.
+                let done = view
+                    .encode()
+                    .map_err(|e| e.to_string())
+                    .and_then(|data| {
+                        stager
+                            .stage(applied, term, &conf, &data)
+                            .map_err(|e| e.to_string())
+                            .map(|()| data)
+                    })
+                    .map(|data| Compacted {
                         started,
                         index: applied,
                         conf,
                         data,
-                    })
-                    .map_err(|e| e.to_string());
+                    });
                 // The driver may have stopped; then the staged file is removed at the next open.
                 let _ = tx.blocking_send(done);
             });

@@ -8,6 +8,7 @@
 
 mod auth;
 mod server;
+mod snapshot;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -96,9 +97,19 @@ pub struct Transport {
     /// Per-peer message counts for Prometheus (a fresh, unexported set unless
     /// [`Transport::with_metrics`] gives the node's).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The node's chat directory: snapshots that are manifests are streamed with the segment
+    /// bytes they refer to, read from there. `None`: images are sent inline.
+    chat_dir: Option<std::path::PathBuf>,
 }
 
 impl Transport {
+    /// Streams manifest snapshots from the chat directory `dir` (see [`crate::chat::bundle`]).
+    /// Call it before [`Transport::set_peers`] starts links, like [`Transport::with_metrics`].
+    pub fn with_chat_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.chat_dir = dir;
+        self
+    }
+
     /// Counts into `metrics` (per-peer sent, dropped and failed messages). Call it before
     /// [`Transport::set_peers`] starts links: a running link keeps the counters it started with.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
@@ -129,6 +140,7 @@ impl Transport {
             tasks,
             stats: Arc::new(TransportStats::default()),
             metrics: Default::default(),
+            chat_dir: None,
         };
         if let Some(e) = t.set_peers(peers).into_iter().next() {
             return Err(e);
@@ -207,6 +219,7 @@ impl Transport {
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
             stream: None,
+            chat_dir: self.chat_dir.clone(),
         };
         self.tasks.spawn(peer.run());
         Ok(tx)
@@ -251,6 +264,8 @@ struct PeerTask {
     /// The open `Stream` call: where its messages go, and the call itself (which ends only on
     /// an error or when the sender is dropped).
     stream: Option<(mpsc::Sender<pb::PeerMessage>, StreamCall)>,
+    /// Where manifest snapshots' segment files are (see [`Transport::with_chat_dir`]).
+    chat_dir: Option<std::path::PathBuf>,
 }
 
 /// The task running one `Stream` call.
@@ -337,6 +352,21 @@ impl PeerTask {
             Outbound::TimeoutNow(r) => Body::TimeoutNow(r),
             Outbound::Reply(r) => Body::Reply(r),
             Outbound::Snapshot { header, meta, data } => {
+                let bundle = self
+                    .chat_dir
+                    .as_deref()
+                    .and_then(|dir| crate::chat::bundle::BundleReader::new(dir, &data));
+                if let Some(reader) = bundle {
+                    let reader = reader.map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    let total = reader.total_len();
+                    tracing::info!(peer = self.id, bytes = total, "streaming snapshot");
+                    let chunks = snapshot::stream_bundle(header, meta, reader);
+                    let mut r = self.request(chunks);
+                    r.set_timeout(snapshot::bundle_timeout(total));
+                    self.client.install_snapshot(r).await?;
+                    tracing::info!(peer = self.id, bytes = total, "snapshot sent");
+                    return Ok(());
+                }
                 let chunks = snapshot_chunks(header, meta, data);
                 tracing::info!(peer = self.id, chunks = chunks.len(), "sending snapshot");
                 let mut r = self.request(tokio_stream::iter(chunks));

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::PeerAuth;
 use super::wire::{self, Envelope};
+use crate::chat::disk::ChatDir;
 use crate::pb;
 use crate::raft::{Message, NodeId};
 
@@ -28,6 +29,9 @@ pub struct RaftService {
     /// graceful drain does not wait for peers that would stream forever. A fresh token (never
     /// cancelled) when no drain is wired.
     draining: CancellationToken,
+    /// Where streamed (manifest) snapshots are written as they arrive. `None`: every snapshot
+    /// is buffered, up to `max_snapshot_bytes`.
+    chat_dir: Option<ChatDir>,
 }
 
 impl RaftService {
@@ -46,7 +50,15 @@ impl RaftService {
             max_snapshot_bytes,
             auth: None,
             draining: CancellationToken::new(),
+            chat_dir: None,
         }
+    }
+
+    /// Receives streamed snapshots into the chat directory `dir` (see
+    /// [`crate::chat::bundle`]): no size cap but `max_snapshot_bytes` on the manifest.
+    pub fn with_chat_dir(mut self, dir: Option<ChatDir>) -> Self {
+        self.chat_dir = dir;
+        self
     }
 
     /// Ends open peer streams once `draining` is cancelled (see the field).
@@ -144,6 +156,26 @@ impl pb::raft_server::Raft for RaftService {
         let probe = wire::snapshot_envelope(header.clone(), meta.clone(), Default::default())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check(&probe, sender)?;
+        if let Some(dir) = self
+            .chat_dir
+            .clone()
+            .filter(|_| crate::chat::bundle::is_bundle(&first.data))
+        {
+            let manifest =
+                super::snapshot::receive_bundle(first, &mut stream, dir, self.max_snapshot_bytes)
+                    .await?;
+            let env = wire::snapshot_envelope(header, meta, manifest)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return match tokio::time::timeout(
+                Duration::from_secs(2),
+                self.inbound.send(env.message),
+            )
+            .await
+            {
+                Ok(Ok(())) => Ok(Response::new(pb::PeerAck {})),
+                _ => Err(Status::unavailable("node busy, snapshot dropped")),
+            };
+        }
         if first.total_size > self.max_snapshot_bytes {
             return Err(Status::resource_exhausted(format!(
                 "snapshot of {} bytes exceeds this node's {}-byte limit",
