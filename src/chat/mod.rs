@@ -716,4 +716,6 @@ impl ChatState {
 }
 
 #[cfg(test)]
+mod disk_tests;
+#[cfg(test)]
 mod tests;

@@ -354,7 +354,8 @@ impl ChatState {
             validate_room(&room.name)?;
             let name: Arc<str> = Arc::from(room.name.as_str());
             self.rooms.insert(name.clone(), RoomLog::default());
-            for chunk in room.chunks {
+            let last = room.chunks.len();
+            for (k, chunk) in room.chunks.into_iter().enumerate() {
                 let n = store::count_records(&chunk, |r| self.check_record(r))?;
                 if n == 0 {
                     return Err(ChatError::Corrupt("empty chunk".into()));
@@ -366,8 +367,14 @@ impl ChatState {
                 log.tail_count = n;
                 log.len += u64::from(n);
                 self.tail_bytes += chunk.len();
-                self.seal(&name);
-                self.reap();
+                // The last chunk stays open, as it was when the image was taken.
+                if k + 1 < last || chunk.len() >= store::CHUNK_BYTES {
+                    self.seal(&name);
+                    self.reap();
+                }
+            }
+            if self.tail_bytes > super::TAIL_BUDGET {
+                self.shed_tails();
             }
             let len = self.room_len(&name).unwrap_or(0);
             if len != room.count {
