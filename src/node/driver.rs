@@ -31,7 +31,7 @@ use crate::transport::{PeerSecurity, Transport};
 
 use self::conf::ConfWaiter;
 use self::observe::{answer, Observed};
-use self::os::{lower_thread_priority, release_free_memory};
+use self::os::{lower_thread_priority, release_free_memory, remove_dir_in_background};
 
 mod conf;
 mod observe;
@@ -501,16 +501,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             observe::state_gauges(&self.cfg.metrics, &sm);
             before.filter(|b| sm.gen_dir().as_ref() != Some(b))
         };
-        // The snapshot naming the new generation is durable (persisted above): the old files
-        // can go, on a thread of their own (freeing gigabytes takes a while).
+        // The snapshot naming the new generation is durable (persisted above).
         if let Some(old) = retired {
-            let _ = std::thread::Builder::new()
-                .name("chat-retire".into())
-                .spawn(move || {
-                    if let Err(e) = std::fs::remove_dir_all(&old) {
-                        tracing::warn!(dir = %old.display(), error = %e, "cannot remove an old chat generation");
-                    }
-                });
+            remove_dir_in_background(old);
         }
         observe::snapshot_taken(&self.cfg.metrics, "leader", data.len(), None);
         self.snapshot_index = index;

@@ -1,5 +1,5 @@
-//! What the driver asks of the operating system: memory handed back after a restore, and a
-//! low priority for the background snapshot thread.
+//! What the driver asks of the operating system: memory handed back after a restore, a
+//! low priority for the background snapshot thread, and directories removed in the background.
 
 /// Hands memory freed by the restore (the log segments read at open, decode buffers) back to
 /// the OS. glibc keeps freed heap memory for reuse, and a restart's transient buffers would
@@ -26,4 +26,17 @@ pub(super) fn lower_thread_priority() {
         let tid = libc::gettid() as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
+}
+
+/// Removes a directory tree on a thread of its own: freeing the blocks of gigabytes of files
+/// (an old chat generation after a snapshot install) takes a while, and must not hold up the
+/// driver.
+pub(super) fn remove_dir_in_background(dir: std::path::PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("chat-retire".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old chat generation");
+            }
+        });
 }
