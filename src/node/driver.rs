@@ -29,10 +29,12 @@ use crate::raft::{
 };
 use crate::transport::{PeerSecurity, Transport};
 
+use self::compaction::{snapshot_stretch, Compacted, Compacting};
 use self::conf::ConfWaiter;
 use self::observe::{answer, Observed};
 use self::os::{lower_thread_priority, release_free_memory, remove_dir_in_background};
 
+mod compaction;
 mod conf;
 mod observe;
 mod os;
@@ -54,27 +56,6 @@ pub type Started = (
     JoinHandle<Result<(), NodeError>>,
 );
 type ReadReply = oneshot::Sender<Result<u64, NodeError>>;
-
-/// A fresh draw for `Driver::snapshot_stretch`.
-fn snapshot_stretch() -> f64 {
-    1.0 + fastrand::f64() * 0.25
-}
-
-/// A snapshot written by a background thread, ready for `compact`.
-struct Compacted {
-    /// When the snapshot was decided, for `rustyraft_snapshot_duration_seconds`.
-    started: std::time::Instant,
-    index: u64,
-    conf: ConfState,
-    data: bytes::Bytes,
-}
-
-/// The background snapshot in progress.
-struct Compacting {
-    index: u64,
-    /// `applied_bytes_since_snapshot` when it started: what the new snapshot covers.
-    bytes_at_start: u64,
-}
 
 /// The task that owns `Raft<S>`.
 pub struct Driver<S: LogStore + Send + 'static> {
