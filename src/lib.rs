@@ -13,7 +13,8 @@
 //!   tonic's TLS configs, and the [`tls::Credentials`] (CA, bearer token) clients dial with.
 //! - [`metrics`]: Prometheus metrics of one node (a typed registry, no global state), the HTTP
 //!   listener for `/metrics`, `/healthz` and `/readyz`, and the tower layer counting gRPC calls.
-//! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe, snapshots).
+//! - [`chat`]: the replicated chat state machine (rooms, per-room seq, dedupe), its history in
+//!   append-only segment files (`chat::disk`), manifest snapshots and the transfer bundle.
 //! - [`client`]: the client commands of `raft_client` (send, tail, chat, history, status,
 //!   health, membership calls) with failover between nodes.
 //! - [`transport`]: the `Raft` gRPC service and one bounded, reconnecting client per peer.

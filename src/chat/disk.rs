@@ -386,19 +386,20 @@ fn writer(dir: PathBuf, fsync: bool, rx: mpsc::Receiver<WriteCmd>, written: Arc<
                 }
                 let path = seg_path(&dir, seg);
                 let r = (|| -> io::Result<()> {
-                    if !files.contains_key(&seg) {
-                        let f = OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .write(true)
-                            .open(&path)?;
-                        files.insert(seg, f);
-                        created = true;
-                    }
-                    if let Some(f) = files.get(&seg) {
-                        f.write_all_at(&frame, offset)?;
-                    }
-                    Ok(())
+                    let f = match files.entry(seg) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            created = true;
+                            e.insert(
+                                OpenOptions::new()
+                                    .create(true)
+                                    .truncate(false)
+                                    .write(true)
+                                    .open(&path)?,
+                            )
+                        }
+                    };
+                    f.write_all_at(&frame, offset)
                 })();
                 match r {
                     Ok(()) => {

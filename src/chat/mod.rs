@@ -1,9 +1,12 @@
 //! The replicated chat state machine: rooms, gap-free per-room sequence numbers, a bounded
-//! dedupe table keyed by client request id, and snapshot/restore.
+//! dedupe table keyed by client request id, and snapshot/restore. With a directory, sealed
+//! history lives in append-only segment files ([`disk`]) and a snapshot is a manifest of them
+//! (`snapshot.rs`, [`bundle`] for transfers); see docs/storage.md.
 //!
 //! It is deterministic: every node applies the same committed commands in the same order and
 //! reaches the same state, because nothing here reads a clock or a random source (the accepting
-//! node stamps the time and the message id into the command before proposing it).
+//! node stamps the time and the message id into the command before proposing it). Only the
+//! names of a node's file generations are random: they are local and never part of the state.
 //!
 //! Validation happens twice: the API refuses bad input before proposing (precise status codes
 //! for the client), and `apply` refuses it again, so a malformed entry in the log (from an older
@@ -560,7 +563,7 @@ impl ChatState {
             .filter(|(_, l)| l.tail_count > 0)
             .map(|(n, l)| (l.tail.len(), n.clone()))
             .collect();
-        tails.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        tails.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
         for (_, name) in tails {
             if self.tail_bytes <= TAIL_BUDGET / 2 {
                 break;
