@@ -67,12 +67,7 @@ fn history_is_served_from_segment_files_and_leaves_memory() {
     s.apply(601, 1, &send("d", "z", "id-601"));
     mem.apply(601, 1, &send("d", "z", "id-601"));
     assert!(segment_bytes(&s) > 500_000, "sealed chunks are on disk");
-    let held: usize = s
-        .rooms
-        .values()
-        .flat_map(|l| l.sealed.iter())
-        .filter(|c| c.mem.is_some())
-        .count();
+    let held: usize = s.rooms.values().map(|l| l.unwritten.len()).sum();
     assert_eq!(held, 0, "no written chunk stays in memory");
     assert_eq!(all_history(&s), all_history(&mem));
     let rev = s.history("a", 0, 5, true).unwrap();
@@ -321,6 +316,11 @@ fn an_older_inline_snapshot_moves_onto_disk() {
     let mut t = open(tmp.path());
     t.restore(&again).unwrap();
     assert_eq!(all_history(&t), all_history(&mem));
+}
+
+#[test]
+fn the_index_costs_32_bytes_per_chunk() {
+    assert_eq!(std::mem::size_of::<store::ChunkRef>(), 32);
 }
 
 #[test]

@@ -290,8 +290,8 @@ struct Disk {
     seg_lens: Vec<u64>,
     /// Write sequence number of the last chunk handed to the writer.
     next_wseq: u64,
-    /// Sealed chunks still held in memory, in write order: (room, position, wseq).
-    pending: VecDeque<(Arc<str>, usize, u64)>,
+    /// Sealed chunks still held in memory, in write order: (room, wseq).
+    pending: VecDeque<(Arc<str>, u64)>,
 }
 
 /// A read of a room's history, planned under the state's lock and done outside it
@@ -528,27 +528,25 @@ impl ChatState {
                 let wseq = d.next_wseq;
                 let mem = frame.slice(at..);
                 d.segs.write(seg as u32, offset, frame, wseq);
-                d.pending.push_back((name.clone(), log.sealed.len(), wseq));
+                d.pending.push_back((name.clone(), wseq));
+                log.unwritten.push_back(mem);
                 ChunkRef {
                     first_seq,
+                    offset,
                     count,
                     seg: seg as u32,
-                    offset,
                     len: len as u32,
-                    wseq,
-                    mem: Some(mem),
                 }
             }
             None => {
                 records.shrink_to_fit();
+                log.unwritten.push_back(Bytes::from(records));
                 ChunkRef {
                     first_seq,
+                    offset: 0,
                     count,
                     seg: u32::MAX,
-                    offset: 0,
                     len: 0,
-                    wseq: 0,
-                    mem: Some(Bytes::from(records)),
                 }
             }
         };
@@ -572,20 +570,19 @@ impl ChatState {
         }
     }
 
-    /// Drops the memory copy of every chunk the writer thread has written.
+    /// Drops the memory copy of every chunk the writer thread has written (the oldest
+    /// unwritten chunk of its room, since the writer goes in order).
     fn reap(&mut self) {
         let Some(d) = &mut self.disk else {
             return;
         };
         let written = d.segs.written();
-        while let Some((room, k, wseq)) = d.pending.front() {
+        while let Some((room, wseq)) = d.pending.front() {
             if *wseq > written {
                 break;
             }
-            if let Some(c) = self.rooms.get_mut(room).and_then(|l| l.sealed.get_mut(*k)) {
-                if c.wseq == *wseq {
-                    c.mem = None;
-                }
+            if let Some(log) = self.rooms.get_mut(room) {
+                log.unwritten.pop_front();
             }
             d.pending.pop_front();
         }

@@ -38,6 +38,8 @@ struct ViewRoom {
     name: Arc<str>,
     count: u64,
     sealed: Vec<ChunkRef>,
+    /// The chunks still in memory (all of them, for a state without files).
+    unwritten: Vec<Bytes>,
     tail: Bytes,
     tail_count: u32,
 }
@@ -115,9 +117,9 @@ impl SnapshotView {
                     name: r.name.to_string(),
                     count: r.count,
                     chunks: r
-                        .sealed
+                        .unwritten
                         .iter()
-                        .filter_map(|c| c.mem.clone())
+                        .cloned()
                         .chain((r.tail_count > 0).then(|| r.tail.clone()))
                         .collect(),
                 })
@@ -172,6 +174,11 @@ impl ChatState {
                     name: name.clone(),
                     count: log.len(),
                     sealed: log.sealed.clone(),
+                    unwritten: if self.disk.is_none() {
+                        log.unwritten.iter().cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
                     tail: Bytes::copy_from_slice(&log.tail),
                     tail_count: log.tail_count,
                 })
@@ -291,12 +298,10 @@ impl ChatState {
                 next += u64::from(c.count);
                 sealed.push(ChunkRef {
                     first_seq: c.first_seq,
+                    offset: c.offset,
                     count: c.count,
                     seg: c.seg,
-                    offset: c.offset,
                     len: c.len,
-                    wseq: 0,
-                    mem: None,
                 });
             }
             let n = store::count_records(&room.tail, |r| self.check_record(r))?;
@@ -312,6 +317,7 @@ impl ChatState {
                 Arc::from(room.name),
                 RoomLog {
                     sealed,
+                    unwritten: Default::default(),
                     tail: room.tail.to_vec(),
                     tail_count: n,
                     len: room.count,

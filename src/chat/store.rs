@@ -138,32 +138,30 @@ pub(crate) fn for_each_in(
     Ok(())
 }
 
-/// Where a sealed chunk is. Invariant: `mem` is `Some` until the writer thread has written the
-/// frame (or forever, for a state without a directory).
-#[derive(Debug, Clone)]
+/// Where a sealed chunk is on disk (32 bytes: the whole index of a room's history).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkRef {
     /// Seq of the first record.
     pub first_seq: u64,
+    /// Offset of the frame in the segment.
+    pub offset: u64,
     /// Number of records.
     pub count: u32,
     /// Segment number in the generation (`u32::MAX`: memory only).
     pub seg: u32,
-    /// Offset of the frame in the segment.
-    pub offset: u64,
     /// Length of the whole frame.
     pub len: u32,
-    /// Write sequence number, to know when the writer is past it.
-    pub wseq: u64,
-    /// The packed records while they are (also) in memory.
-    pub mem: Option<Bytes>,
 }
 
 /// All messages of one room: sealed chunks (on disk, or still in memory) and the open tail.
 /// Invariant: chunk `k` starts at seq `1 + sum of earlier counts`, the tail holds the last
-/// `tail_count` records, and `len` is the total.
+/// `tail_count` records, and `len` is the total. `unwritten` holds the packed records of the
+/// last `unwritten.len()` sealed chunks, those the writer thread has not written yet (every
+/// sealed chunk, for a state without files): the writer goes in order, so they are a suffix.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RoomLog {
     pub sealed: Vec<ChunkRef>,
+    pub unwritten: std::collections::VecDeque<Bytes>,
     pub tail: Vec<u8>,
     pub tail_count: u32,
     pub len: u64,
@@ -217,14 +215,16 @@ impl RoomLog {
             .sealed
             .partition_point(|c| c.first_seq <= lo)
             .saturating_sub(1);
-        for c in &self.sealed[start..] {
+        let on_disk = self.sealed.len() - self.unwritten.len();
+        for (k, c) in self.sealed.iter().enumerate().skip(start) {
             if c.first_seq > hi {
                 break;
             }
             if c.first_seq + u64::from(c.count) <= lo {
                 continue;
             }
-            out.push(match &c.mem {
+            let mem = k.checked_sub(on_disk).and_then(|u| self.unwritten.get(u));
+            out.push(match mem {
                 Some(b) => Piece::Mem {
                     first_seq: c.first_seq,
                     bytes: b.clone(),
