@@ -4,8 +4,7 @@
 //! (the `Arc`, four `String`s and their allocations). A packed record costs its text plus about
 //! 50 bytes, and a sealed chunk leaves memory once it is written to a segment file
 //! ([`super::disk`]): RAM keeps one [`ChunkRef`] (32 bytes) per chunk of history (64 KiB, or
-//! less when many rooms share the tail budget) and
-//! each room's open tail.
+//! less when many rooms share the tail budget) and each room's open tail.
 //!
 //! Record layout (all integers are LEB128 varints, as in protobuf): index, term, zigzag of
 //! `sent_at_unix_ms`, then author, id and text, each as a length followed by UTF-8 bytes. The
