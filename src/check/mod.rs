@@ -634,9 +634,32 @@ mod tests {
     /// The fast checker agrees with brute force on thousands of small random histories
     /// generated from a real log (so the prefix and seq checks pass and the question is purely
     /// about real-time order).
+    /// The fixed seed 42, and a fresh seed on every run: `RUSTYRAFT_SIM_BASE` (which `bin/test`
+    /// picks and prints), or a random one. A failure names the seed that replays it.
     #[test]
     fn agrees_with_brute_force_on_small_histories() {
-        let mut rng = fastrand::Rng::with_seed(42);
+        let fresh = std::env::var("RUSTYRAFT_SIM_BASE")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| fastrand::u64(1 << 32..1 << 62));
+        for seed in [42, fresh] {
+            let r = std::panic::catch_unwind(|| agrees_with_brute_force_from(seed));
+            if let Err(e) = r {
+                let what = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "seed {seed}: {what}\nreplay: RUSTYRAFT_SIM_BASE={seed} cargo test --release \
+                     --lib check::tests::agrees_with_brute_force_on_small_histories"
+                );
+            }
+        }
+    }
+
+    fn agrees_with_brute_force_from(seed: u64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
         let (mut linearizable, mut not) = (0, 0);
         for _ in 0..4000 {
             let n = rng.usize(1..=4);
