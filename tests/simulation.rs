@@ -227,12 +227,19 @@ fn a_seed_replays_exactly() {
             .and_then(|_| c.check_liveness());
         (r.is_ok(), c.take_trace())
     };
-    for seed in [7, 1234] {
+    // Two fixed seeds and the run's first fresh one (a failing fresh seed is reported by
+    // `simulation_seeds_preserve_raft_safety_and_liveness`; here only replay matters).
+    let plan = core_plan();
+    for (seed, must_pass) in [(7, true), (1234, true), (plan.base, false)] {
         let (ok1, t1) = run(seed);
         let (ok2, t2) = run(seed);
-        assert!(ok1 && ok2, "seed {seed} must pass");
+        assert!(!must_pass || (ok1 && ok2), "seed {seed} must pass");
         assert!(t1.len() > 100, "trace too short to mean anything");
-        assert_eq!(t1, t2, "seed {seed} did not replay identically");
+        assert!(
+            ok1 == ok2 && t1 == t2,
+            "seed {seed} did not replay identically\n{}",
+            plan.replay_seed(seed)
+        );
     }
     // Different seeds give different runs (the seed really drives the randomness).
     assert_ne!(run(7).1, run(8).1);
@@ -331,11 +338,26 @@ fn disk_storage_seeds() {
 fn disk_and_memory_storage_give_identical_runs() {
     // The core is deterministic, so a storage that answers exactly like MemStorage (after
     // every crash and recovery too) must produce the very same event trace.
-    for seed in [3, 11, 42, 77] {
+    // Four fixed seeds (each with crashes), and the run's first fresh one.
+    let plan = disk_plan();
+    for (seed, fixed) in [
+        (3, true),
+        (11, true),
+        (42, true),
+        (77, true),
+        (plan.base, false),
+    ] {
         let (mem_res, mem_trace) = run_seed(seed, true);
         let (disk_res, disk_trace) = run_disk_seed(seed, true);
-        assert!(mem_res.is_ok() && disk_res.is_ok(), "seed {seed} must pass");
-        assert!(mem_trace.iter().any(|l| l.contains("CRASH")));
-        assert_eq!(mem_trace, disk_trace, "seed {seed}: disk run diverged");
+        if fixed {
+            assert!(mem_res.is_ok() && disk_res.is_ok(), "seed {seed} must pass");
+            assert!(mem_trace.iter().any(|l| l.contains("CRASH")));
+        }
+        assert!(
+            mem_res.is_ok() == disk_res.is_ok() && mem_trace == disk_trace,
+            "seed {seed}: disk run diverged; compare the two traces:\n{}\n{}",
+            core_plan().replay_seed(seed),
+            plan.replay_seed(seed)
+        );
     }
 }
