@@ -303,14 +303,16 @@ impl ChatApi {
     }
 }
 
-/// Whether a refusal promises that nothing was proposed: UNAVAILABLE with one of the reasons
-/// [`ChatApi::submit`] gives only then.
+/// Whether a refusal promises that nothing was proposed: UNAVAILABLE (or RESOURCE_EXHAUSTED,
+/// for `overloaded`) with one of the reasons [`ChatApi::submit`] gives only then.
 fn nothing_proposed(st: &Status) -> bool {
-    st.code() == tonic::Code::Unavailable
-        && matches!(
-            Reason::of(st),
-            Some(Reason::NotLeader | Reason::NoLeader | Reason::Retry | Reason::Overloaded)
-        )
+    matches!(
+        st.code(),
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+    ) && matches!(
+        Reason::of(st),
+        Some(Reason::NotLeader | Reason::NoLeader | Reason::Retry | Reason::Overloaded)
+    )
 }
 
 /// The status a submit answers with: `st`, unless it claims that nothing was proposed while an
@@ -716,6 +718,13 @@ mod tests {
             assert_eq!(Reason::of(&out), Some(Reason::OutcomeUnknown), "{r:?}");
             assert!(out.metadata().get(pb::meta::LEADER).is_some(), "hint kept");
         }
+        let mut full = Status::resource_exhausted("64 MiB uncommitted");
+        Reason::Overloaded.attach(&mut full);
+        assert!(nothing_proposed(&full));
+        assert_eq!(
+            Reason::of(&settle(full, true)),
+            Some(Reason::OutcomeUnknown)
+        );
         for st in [
             refused(Reason::OutcomeUnknown),
             refused(Reason::ShuttingDown),

@@ -34,15 +34,18 @@ fn unreachable_channel() -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
 }
 
-fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted
-    )
+fn retryable(st: &tonic::Status) -> bool {
+    let overloaded = st.code() == Code::ResourceExhausted
+        && crate::pb::Reason::of(st) == Some(crate::pb::Reason::Overloaded);
+    overloaded
+        || matches!(
+            st.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Aborted
+        )
 }
 
 /// Sleeps for `d`, or less if the clients are told to stop meanwhile.
@@ -61,7 +64,7 @@ async fn pause(sh: &Shared, d: Duration) {
 pub(super) fn refused_before_proposing(st: &tonic::Status) -> bool {
     use pb::Reason;
     match st.code() {
-        Code::Unavailable => matches!(
+        Code::Unavailable | Code::ResourceExhausted => matches!(
             Reason::of(st),
             Some(Reason::NotLeader | Reason::NoLeader | Reason::Retry | Reason::Overloaded)
         ),
@@ -138,7 +141,7 @@ pub(super) async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
                 }
                 Err(st) => {
                     definite &= refused_before_proposing(&st);
-                    let again = retryable(st.code()) && Instant::now() < deadline;
+                    let again = retryable(&st) && Instant::now() < deadline;
                     if !again {
                         tracing::warn!(code = ?st.code(), msg = st.message(), "send gave up");
                     }
