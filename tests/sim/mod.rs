@@ -23,6 +23,7 @@ use rustyraft::raft::{
     ConfState, Config, Entry, EntryKind, Message, MessageBody, NodeId, Raft, ReadState, Role,
 };
 
+pub mod seeds;
 pub mod store;
 pub use store::SimStore;
 
