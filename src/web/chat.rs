@@ -37,19 +37,12 @@ pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 /// a body past the limit is 413, anything that is not the expected JSON is INVALID_ARGUMENT.
 fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Response> {
     let bytes = b.map_err(|e| {
-        let st = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Status::resource_exhausted(format!(
-                "request body larger than {} bytes",
-                super::BODY_LIMIT
-            ))
-        } else {
-            Status::invalid_argument(format!("cannot read the body: {}", e.body_text()))
-        };
-        let mut r = ApiError(st).into_response();
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            super::error::too_large()
+        } else {
+            let st = Status::invalid_argument(format!("cannot read the body: {}", e.body_text()));
+            ApiError(st).into_response()
         }
-        r
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError(Status::invalid_argument(format!("bad JSON body: {e}"))).into_response()

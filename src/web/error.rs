@@ -106,6 +106,35 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body over [`super::BODY_LIMIT`]: 413, with RESOURCE_EXHAUSTED in the body.
+pub fn too_large() -> Response {
+    let st = Status::resource_exhausted(format!(
+        "request body larger than {} bytes",
+        super::BODY_LIMIT
+    ));
+    let mut r = ApiError(st).into_response();
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r
+}
+
+/// Refuses a request whose `Content-Length` is over [`super::BODY_LIMIT`] before reading any
+/// of it (a body without a length is cut at the limit while it is read).
+pub async fn refuse_oversized(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let too_big = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > super::BODY_LIMIT as u64);
+    if too_big {
+        return too_large();
+    }
+    next.run(req).await
+}
+
 /// Any path the listener does not serve: 404 in the API's error shape.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(Status::not_found(format!("no such path {:?}", uri.path())))

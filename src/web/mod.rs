@@ -138,6 +138,7 @@ pub fn router(web: Web, metrics: Arc<Metrics>, probe: Arc<dyn Probe>) -> Router 
         .fallback(error::not_found)
         .with_state(web)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(error::refuse_oversized))
         .layer(cors);
     assets::routes()
         .merge(crate::metrics::http::router(metrics, probe))

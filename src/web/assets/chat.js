@@ -63,6 +63,8 @@
     if (!before) before = list.querySelector("li.pending");
     list.insertBefore(li, before);
     while (shown.has(lastSeq + 1)) lastSeq++;
+    const count = document.querySelector(`#rooms li.active .count`);
+    if (count && Number(count.textContent) < m.seq) count.textContent = String(m.seq);
     if (stick) $("scroll").scrollTop = $("scroll").scrollHeight;
   }
 
