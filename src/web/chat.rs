@@ -35,17 +35,18 @@ pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 
 /// A request body as JSON. The content type is not insisted on (`curl -d` sends a form type);
 /// a body past the limit is 413, anything that is not the expected JSON is INVALID_ARGUMENT.
-fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Response> {
+/// The refusal is boxed: a `Response` is large, and this is the rare path.
+fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Box<Response>> {
     let bytes = b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Box::new(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             super::error::too_large()
         } else {
             let st = Status::invalid_argument(format!("cannot read the body: {}", e.body_text()));
             ApiError(st).into_response()
-        }
+        })
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError(Status::invalid_argument(format!("bad JSON body: {e}"))).into_response()
+        Box::new(ApiError(Status::invalid_argument(format!("bad JSON body: {e}"))).into_response())
     })
 }
 
@@ -98,7 +99,7 @@ pub async fn create_room(
         let who = web.authorize(CREATE_ROOM, &headers, None)?;
         let b: CreateRoomBody = match body(b) {
             Ok(b) => b,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(*r),
         };
         let r = web
             .chat
@@ -199,7 +200,7 @@ pub async fn send(
         let who = web.authorize(SEND_MESSAGE, &headers, None)?;
         let b: SendBody = match body(b) {
             Ok(b) => b,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(*r),
         };
         let req = pb::SendMessageRequest {
             room,
