@@ -50,11 +50,15 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
-fn retryable(code: Code) -> bool {
+/// Whether another attempt (on this node or the next) may succeed. RESOURCE_EXHAUSTED is
+/// retried only when the server says it is overloaded (a full queue, a leader with too many
+/// uncommitted entries), not when a request is too large.
+fn retryable(st: &tonic::Status) -> bool {
     matches!(
-        code,
+        st.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-    )
+    ) || (st.code() == Code::ResourceExhausted
+        && pb::Reason::of(st) == Some(pb::Reason::Overloaded))
 }
 
 /// A failover client over several node addresses.
@@ -206,7 +210,7 @@ impl Client {
             }
             // DEADLINE_EXCEEDED is final here: from the server it means catch-up ran out (a
             // retry would wait as long again); locally, the call already took its 45 s.
-            let again = retryable(st.code()) && st.code() != Code::DeadlineExceeded;
+            let again = retryable(&st) && st.code() != Code::DeadlineExceeded;
             if !again || tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Status {
                     code: st.code(),
@@ -282,7 +286,7 @@ impl Client {
                         message: "reply without a message".into(),
                     })
                 }
-                Err(st) if retryable(st.code()) => {
+                Err(st) if retryable(&st) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(ClientError::Exhausted(st.message().to_string()));
                     }
@@ -337,7 +341,7 @@ impl Client {
                 }
                 Err(st) => st,
             };
-            if !retryable(err.code()) {
+            if !retryable(&err) {
                 return Err(ClientError::Status {
                     code: err.code(),
                     message: err.message().to_string(),
@@ -362,7 +366,7 @@ impl Client {
             let mut c = ChatServiceClient::new(self.channel(self.current)?);
             match c.get_history(req.clone()).await {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(st) if retryable(st.code()) && tokio::time::Instant::now() < deadline => {
+                Err(st) if retryable(&st) && tokio::time::Instant::now() < deadline => {
                     self.rotate();
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -391,7 +395,7 @@ impl Client {
             match res {
                 Ok(r) => return Ok(r.into_inner().messages.first().map_or(0, |m| m.seq)),
                 Err(st) if st.code() == Code::NotFound => return Ok(0),
-                Err(st) if retryable(st.code()) => self.rotate(),
+                Err(st) if retryable(&st) => self.rotate(),
                 Err(st) => {
                     return Err(ClientError::Status {
                         code: st.code(),

@@ -673,3 +673,96 @@ fn section_3_10_leadership_transfer_catches_the_target_up_first() {
     assert_eq!(node(&c, 3).term(), term + 1);
     assert!(node(&c, 3).log().last_index().expect("last") > last);
 }
+
+/// Brings n3 back behind n1's compacted log, so that n1 must send it a snapshot.
+fn lagging_follower_needs_snapshot(c: &mut Sim) {
+    elect(c, 1);
+    c.crash(3);
+    for i in 0..5u8 {
+        c.propose(1, &[i]).expect("n1 leads");
+        let r = c.stabilize();
+        ok(c, r);
+    }
+    let r = c.compact(1);
+    ok(c, r);
+    let r = c.restart(3);
+    ok(c, r);
+}
+
+/// Reference: section 7 (log compaction) and etcd's `StateSnapshot`. A snapshot transfer
+/// can take far longer than an election timeout on a large state. The leader sends it once
+/// and then waits for its outcome: no timer resends a copy behind the first, no probe
+/// interleaves. A transfer reported lost is sent again; one delivered catches the follower up.
+#[test]
+fn section_7_a_slow_snapshot_is_sent_once_and_a_lost_one_again() {
+    let mut c = cluster(3, None);
+    c.hold_snapshots = true;
+    lagging_follower_needs_snapshot(&mut c);
+    // Ten election timeouts with the transfer still under way.
+    let et = c.election_tick;
+    tick_only(&mut c, &[1, 2, 3], 10 * et);
+    assert_eq!(c.leader(), Some(1), "n1 keeps leading throughout");
+    assert_eq!(
+        c.snapshots_sent, 1,
+        "exactly one transfer while it is in flight"
+    );
+    let compacted = node(&c, 1).log().first_index().expect("first") - 1;
+    assert!(
+        node(&c, 3).applied_index() < compacted,
+        "n3 has not caught up yet"
+    );
+
+    // The transport reports the transfer lost: the leader sends it again, once.
+    let r = c.release_snapshots(false);
+    ok(&mut c, r);
+    c.hold_snapshots = true;
+    tick_only(&mut c, &[1, 2, 3], 3 * et);
+    assert_eq!(
+        c.snapshots_sent, 2,
+        "a lost transfer is sent again, and only once"
+    );
+
+    // This time it arrives: n3 catches up and replicates normally from then on.
+    let r = c.release_snapshots(true);
+    ok(&mut c, r);
+    c.propose(1, b"after").expect("n1 leads");
+    tick_only(&mut c, &[1, 2, 3], 3);
+    let last = node(&c, 1).log().last_index().expect("last");
+    assert_eq!(node(&c, 3).commit_index(), last, "n3 is caught up");
+    assert_eq!(c.snapshots_sent, 2, "no further snapshot once n3 has one");
+}
+
+/// The leader bounds the bytes of its uncommitted entries (etcd's
+/// `MaxUncommittedEntriesSize`): cut off from its followers, it refuses proposals past the
+/// bound instead of growing its log without limit, and takes them again once entries commit.
+#[test]
+fn a_leader_that_cannot_commit_refuses_proposals_past_its_uncommitted_bound() {
+    let mut c = cluster(3, Some(|cfg: &mut Config| cfg.max_uncommitted_bytes = 100));
+    elect(&mut c, 1);
+    c.partition(&[1], &[2, 3]);
+    let l = c.raft_mut(1).expect("up");
+    let mut taken = 0;
+    let refused = loop {
+        match l.propose(vec![7u8; 30].into()) {
+            Ok(_) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(taken < 10, "the bound was never enforced");
+    };
+    assert_eq!(taken, 3, "30-byte entries: a fourth would make 120 > 100");
+    assert_eq!(refused, ProposeError::UncommittedLimit { limit: 100 });
+    assert_eq!(l.uncommitted_bytes(), 90);
+    c.heal();
+    let r = c.process(1).and_then(|_| c.run_ticks(5, |_| Ok(())));
+    ok(&mut c, r);
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(
+        node(&c, 1).uncommitted_bytes(),
+        0,
+        "committed entries leave the budget"
+    );
+    assert!(
+        c.propose(1, &[1; 30]).is_some(),
+        "proposals are taken again"
+    );
+}

@@ -57,7 +57,7 @@ pub fn node_status(e: NodeError) -> Status {
         ),
         // UNAVAILABLE, not RESOURCE_EXHAUSTED: every gRPC client retries UNAVAILABLE, and a
         // full queue is a moment's congestion; the reason tells a client to back off.
-        NodeError::Overloaded(m) => with(Status::unavailable(m), Reason::Overloaded),
+        NodeError::Overloaded(m) => with(Status::resource_exhausted(m), Reason::Overloaded),
         NodeError::Chat(c) => chat_status(c),
         NodeError::Membership(m) => membership_status(m),
         NodeError::Stopped => with(
@@ -125,7 +125,7 @@ mod tests {
             ),
             (
                 NodeError::Overloaded("x".into()),
-                Code::Unavailable,
+                Code::ResourceExhausted,
                 Some(Reason::Overloaded),
             ),
             (

@@ -36,6 +36,10 @@ mod conf;
 mod observe;
 mod os;
 
+/// Bound on proposals appended but not yet answered. The core's uncommitted-bytes cap bounds
+/// their bytes; this bounds their count (and the waiters' memory), whatever their size.
+const MAX_PENDING_PROPOSALS: usize = 65_536;
+
 /// Most queued items handled per wake-up before the Ready is processed, so one flood cannot
 /// starve ticks.
 const DRAIN_MAX: usize = 4096;
@@ -250,6 +254,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         let mut ticker = tokio::time::interval(self.cfg.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = self.life.stop.clone();
+        let reports = self.transport.snapshot_reports();
         let mut ticks: u64 = 0;
         tracing::info!(id = self.cfg.id, addr = %self.cfg.addr, "node started");
         let result = loop {
@@ -264,6 +269,12 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                 }
                 Some(m) = self.inbound.recv() => self.on_messages(m),
                 Some(r) = self.requests.recv() => self.on_requests(r),
+                _ = reports.reported() => {
+                    for (to, ok) in reports.take() {
+                        self.raft.report_snapshot(to, ok);
+                    }
+                    Ok(())
+                }
                 Some(done) = self.compacted_rx.recv() => {
                     self.finish_compaction(done);
                     Ok(())
@@ -348,23 +359,16 @@ impl<S: LogStore + Send + 'static> Driver<S> {
 
     fn on_request(&mut self, r: Request) {
         match r {
+            Request::Propose { reply, .. } if self.proposals.len() >= MAX_PENDING_PROPOSALS => {
+                let e = format!("{MAX_PENDING_PROPOSALS} proposals already wait for commit");
+                answer(&self.cfg.metrics, reply, Err(NodeError::Overloaded(e)));
+            }
             Request::Propose { data, reply } => match self.raft.propose(data) {
                 Ok(index) => {
                     let term = self.raft.term();
                     self.proposals.insert(index, (term, reply));
                 }
-                Err(crate::raft::ProposeError::NotLeader { leader_hint }) => {
-                    let leader = self.leader_addr(leader_hint);
-                    answer(
-                        &self.cfg.metrics,
-                        reply,
-                        Err(NodeError::NotLeader { leader }),
-                    );
-                }
-                Err(e) => {
-                    let e = NodeError::Unavailable(e.to_string());
-                    answer(&self.cfg.metrics, reply, Err(e));
-                }
+                Err(e) => answer(&self.cfg.metrics, reply, Err(self.propose_error(e))),
             },
             Request::ReadIndex { reply } => {
                 let ctx = self.next_ctx;

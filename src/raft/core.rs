@@ -38,6 +38,12 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// Cap on the bytes of committed entries handed out in one Ready.
     pub max_apply_bytes: u64,
+    /// Leader only: cap on the payload bytes of entries it appended in its term that are not
+    /// yet committed (etcd's `MaxUncommittedEntriesSize`). A leader that cannot commit (no
+    /// quorum, a slow disk) refuses new proposals past it with
+    /// [`ProposeError::UncommittedLimit`] instead of growing its log and its memory without
+    /// bound. A proposal into an empty budget is always taken, so one large entry still fits.
+    pub max_uncommitted_bytes: u64,
     /// A leader that has not heard from a quorum for an election timeout steps down, and
     /// followers that hear from a leader ignore vote requests (the leader lease).
     pub check_quorum: bool,
@@ -60,6 +66,7 @@ impl Config {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 64,
             max_apply_bytes: 4 << 20,
+            max_uncommitted_bytes: 64 << 20,
             check_quorum: true,
             pre_vote: true,
             seed: id,
@@ -74,6 +81,11 @@ impl Config {
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
             return Err(Error::Config(
                 "heartbeat_tick must be at least 1 and below election_tick".into(),
+            ));
+        }
+        if self.max_uncommitted_bytes == 0 {
+            return Err(Error::Config(
+                "max_uncommitted_bytes must be at least 1".into(),
             ));
         }
         if self.max_inflight_msgs == 0 {
@@ -125,6 +137,9 @@ pub struct Raft<S: Storage> {
     pub(super) read_states: Vec<ReadState>,
     /// Leader only: commit moved, tell followers even if there is nothing new to send.
     pub(super) commit_dirty: bool,
+    /// Leader only: payload bytes of the entries of this term not yet handed out as committed
+    /// (bounded by `cfg.max_uncommitted_bytes`). Reset on every role change.
+    pub(super) uncommitted_bytes: u64,
     pub(super) prev_hard_state: HardState,
     pub(super) prev_soft_state: SoftState,
 }
@@ -194,6 +209,7 @@ impl<S: Storage> Raft<S> {
             reads: ReadQueue::default(),
             read_states: Vec::new(),
             commit_dirty: false,
+            uncommitted_bytes: 0,
             prev_hard_state: hs,
             prev_soft_state: soft,
         };
@@ -226,6 +242,11 @@ impl<S: Storage> Raft<S> {
     /// Commit index.
     pub fn commit_index(&self) -> u64 {
         self.log.committed
+    }
+    /// Leader only: payload bytes of its uncommitted entries, the quantity
+    /// [`Config::max_uncommitted_bytes`] bounds (0 on other roles). Exposed for metrics.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
     }
     /// Applied index (as confirmed through `advance`).
     pub fn applied_index(&self) -> u64 {
@@ -373,7 +394,6 @@ impl<S: Storage> Raft<S> {
                 self.hand_over();
             }
         }
-        self.tick_snapshots();
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat();
@@ -485,6 +505,15 @@ impl<S: Storage> Raft<S> {
         if self.lead_transferee.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
+        let size = data.len() as u64;
+        if kind == EntryKind::Normal
+            && self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(size) > self.cfg.max_uncommitted_bytes
+        {
+            return Err(ProposeError::UncommittedLimit {
+                limit: self.cfg.max_uncommitted_bytes,
+            });
+        }
         let last = self.log.last_index().map_err(|_| ProposeError::NotLeader {
             leader_hint: self.leader,
         })?;
@@ -499,6 +528,7 @@ impl<S: Storage> Raft<S> {
             .map_err(|_| ProposeError::NotLeader {
                 leader_hint: self.leader,
             })?;
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_add(size);
         if self.conf.voters.len() == 1 {
             self.commit_dirty = true;
         }

@@ -65,6 +65,7 @@ impl<S: Storage> Raft<S> {
         self.votes.clear();
         self.lead_transferee = None;
         self.progress.clear();
+        self.uncommitted_bytes = 0;
         self.fail_pending_reads();
     }
 

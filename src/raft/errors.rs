@@ -53,6 +53,14 @@ pub enum ProposeError {
     /// terms can form disjoint majorities). Retry shortly.
     #[error("the leader has not committed an entry of its term yet; retry")]
     LeaderNotReady,
+    /// The leader already holds `limit` bytes of uncommitted entries of its term
+    /// ([`crate::raft::Config::max_uncommitted_bytes`]): it cannot commit as fast as it is
+    /// asked to append. Retry after a pause.
+    #[error("too many uncommitted entries (limit {limit} bytes); retry later")]
+    UncommittedLimit {
+        /// The configured limit.
+        limit: u64,
+    },
     /// The proposed configuration is invalid (for example, no voters).
     #[error("invalid configuration change: {0}")]
     InvalidConfChange(String),

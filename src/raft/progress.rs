@@ -9,12 +9,14 @@ pub enum ProgressState {
     Probe,
     /// The follower is in sync: stream appends optimistically, bounded by the in-flight window.
     Replicate,
-    /// A snapshot is on its way; send nothing else until it is acknowledged or times out.
+    /// A snapshot is on its way: send nothing else (no probe, no second snapshot) until the
+    /// follower acknowledges it or the application reports the transfer's end with
+    /// [`crate::raft::Raft::report_snapshot`] (etcd's `StateSnapshot`). There is no timer: a
+    /// transfer of a large state may take much longer than an election timeout, and resending
+    /// it on a timer only queues more copies behind the first.
     Snapshot {
         /// Index of the snapshot sent.
         index: u64,
-        /// Ticks since it was sent (it is given up on after an election timeout).
-        elapsed: u64,
     },
 }
 
@@ -123,7 +125,7 @@ impl Progress {
     /// Switches to probing from `next`.
     pub fn become_probe(&mut self) {
         let next = match self.state {
-            ProgressState::Snapshot { index, .. } => (self.matched + 1).max(index + 1),
+            ProgressState::Snapshot { index } => (self.matched + 1).max(index + 1),
             _ => self.matched + 1,
         };
         self.state = ProgressState::Probe;
@@ -142,9 +144,30 @@ impl Progress {
 
     /// Switches to waiting for a snapshot at `index`.
     pub fn become_snapshot(&mut self, index: u64) {
-        self.state = ProgressState::Snapshot { index, elapsed: 0 };
+        self.state = ProgressState::Snapshot { index };
         self.probe_sent = false;
         self.inflight.clear();
+    }
+
+    /// The application reports how the snapshot transfer to this peer ended. Either way the
+    /// leader goes back to probing, paused until the follower answers or the next heartbeat
+    /// answer (as etcd does): after a success from just past the snapshot (the follower's
+    /// answer confirms where its log now ends), after a failure from `matched + 1`, which
+    /// sends the snapshot again, one heartbeat later, if the log there is still compacted.
+    /// Returns false when no snapshot was outstanding (a late or duplicate report, or the
+    /// follower's answer already arrived), which changes nothing.
+    pub fn on_snapshot_report(&mut self, ok: bool) -> bool {
+        let ProgressState::Snapshot { index } = self.state else {
+            return false;
+        };
+        self.become_probe();
+        self.next = if ok {
+            (self.matched + 1).max(index + 1)
+        } else {
+            self.matched + 1
+        };
+        self.probe_sent = true;
+        true
     }
 
     /// A rejection of the append at `reject_index`: move `next` back to `hint`.

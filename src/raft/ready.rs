@@ -74,6 +74,15 @@ impl<S: Storage> Raft<S> {
         }
         let (snapshot, entries) = self.log.take_unsent();
         let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes)?;
+        if self.role == Role::Leader && self.uncommitted_bytes > 0 {
+            let term = self.term;
+            let done: u64 = committed_entries
+                .iter()
+                .filter(|e| e.term == term)
+                .map(|e| e.data.len() as u64)
+                .sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(done);
+        }
         let hs = self.hard_state();
         let hard_state = (hs != self.prev_hard_state).then_some(hs);
         self.prev_hard_state = hs;

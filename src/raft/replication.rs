@@ -4,7 +4,7 @@ use super::core::Raft;
 use super::errors::{Result, StorageError};
 use super::log_store::Storage;
 use super::progress::ProgressState;
-use super::types::{Message, MessageBody, NodeId};
+use super::types::{Message, MessageBody, NodeId, Role};
 
 impl<S: Storage> Raft<S> {
     pub(super) fn step_leader(&mut self, m: Message) -> Result<()> {
@@ -62,7 +62,7 @@ impl<S: Storage> Raft<S> {
         }
         match pr.state {
             ProgressState::Probe => pr.become_replicate(),
-            ProgressState::Snapshot { index: snap, .. } => {
+            ProgressState::Snapshot { index: snap } => {
                 if pr.matched >= snap || pr.matched + 1 >= first {
                     pr.become_replicate();
                 }
@@ -249,16 +249,18 @@ impl<S: Storage> Raft<S> {
         Ok(false)
     }
 
-    /// A snapshot that is neither acknowledged nor refused within an election timeout was
-    /// probably lost: go back to probing, which sends it again if still needed.
-    pub(super) fn tick_snapshots(&mut self) {
-        let timeout = self.cfg.election_tick;
-        for pr in self.progress.values_mut() {
-            if let ProgressState::Snapshot { elapsed, .. } = &mut pr.state {
-                *elapsed += 1;
-                if *elapsed >= timeout {
-                    pr.become_probe();
-                }
+    /// Tells the leader how the transfer of the snapshot it asked to send to `to` ended: `ok`
+    /// once the whole snapshot was delivered to the peer, `false` when the transfer failed or
+    /// was dropped before delivery. Until then the peer gets nothing else from this leader
+    /// (see [`ProgressState::Snapshot`]). Reports for a peer with no snapshot outstanding,
+    /// or to a node that is no longer leader, are ignored.
+    pub fn report_snapshot(&mut self, to: NodeId, ok: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.on_snapshot_report(ok) {
+                tracing::debug!(id = self.cfg.id, to, ok, "snapshot transfer reported");
             }
         }
     }

@@ -7,6 +7,7 @@
 //! delays the others, and memory stays bounded whatever the network does.
 
 mod auth;
+mod reports;
 mod server;
 pub mod wire;
 
@@ -23,8 +24,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::pb;
 use crate::pb::raft_client::RaftClient;
-use crate::raft::{Message, NodeId};
+use crate::raft::{Message, MessageBody, NodeId};
 
+pub use self::reports::SnapshotReports;
 pub use self::server::RaftService;
 pub use self::wire::{CodecError, Envelope, Outbound};
 
@@ -93,6 +95,8 @@ pub struct Transport {
     /// The node's task tracker: peer tasks and their stream calls are joined on shutdown.
     tasks: TaskTracker,
     stats: Arc<TransportStats>,
+    /// Where every snapshot transfer's end is reported, for the driver to tell the core.
+    reports: Arc<SnapshotReports>,
     /// Per-peer message counts for Prometheus (a fresh, unexported set unless
     /// [`Transport::with_metrics`] gives the node's).
     metrics: Arc<crate::metrics::Metrics>,
@@ -128,6 +132,7 @@ impl Transport {
             shutdown,
             tasks,
             stats: Arc::new(TransportStats::default()),
+            reports: Arc::new(SnapshotReports::default()),
             metrics: Default::default(),
         };
         if let Some(e) = t.set_peers(peers).into_iter().next() {
@@ -203,6 +208,7 @@ impl Transport {
             self_id: self.self_id,
             auth: self.auth.clone(),
             stats: self.stats.clone(),
+            reports: self.reports.clone(),
             counters: self.metrics.peer(id),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
@@ -218,10 +224,13 @@ impl Transport {
         for m in msgs {
             let Some((_, tx)) = self.outboxes.get(&m.to) else {
                 tracing::debug!(to = m.to, "no route to peer, message dropped");
+                self.reports.lost(&m);
                 continue;
             };
             let to = m.to;
-            if tx.try_send(m).is_err() {
+            if let Err(e) = tx.try_send(m) {
+                let (mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) = e;
+                self.reports.lost(&m);
                 self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
                 let peer = vec![("peer", to.to_string())];
                 self.metrics.peer_dropped.get_or_create(&peer).inc();
@@ -232,6 +241,12 @@ impl Transport {
     /// Transport counters.
     pub fn stats(&self) -> &TransportStats {
         &self.stats
+    }
+
+    /// How snapshot transfers ended: the driver hands these to the core
+    /// ([`crate::raft::Raft::report_snapshot`]).
+    pub fn snapshot_reports(&self) -> Arc<SnapshotReports> {
+        self.reports.clone()
     }
 }
 
@@ -245,6 +260,7 @@ struct PeerTask {
     self_id: NodeId,
     auth: Option<PeerAuth>,
     stats: Arc<TransportStats>,
+    reports: Arc<SnapshotReports>,
     counters: crate::metrics::PeerCounters,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -297,6 +313,9 @@ impl PeerTask {
                 r = self.send(out) => r,
                 _ = shutdown.cancelled() => return,
             };
+            if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                self.reports.report(self.id, sent.is_ok());
+            }
             match sent {
                 Ok(()) => {
                     self.counters.sent.inc();
@@ -314,13 +333,15 @@ impl PeerTask {
                     }
                     // Whatever queued up is stale by the time we reconnect: drop it, Raft
                     // resends what still matters.
-                    held = None;
-                    while self.rx.try_recv().is_ok() {}
+                    if let Some(m) = held.take() {
+                        self.reports.lost(&m);
+                    }
+                    self.discard_queued();
                     tokio::select! {
                         _ = tokio::time::sleep(jittered(backoff)) => {}
                         _ = self.shutdown.cancelled() => return,
                     }
-                    while self.rx.try_recv().is_ok() {}
+                    self.discard_queued();
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -380,6 +401,13 @@ impl PeerTask {
 }
 
 impl PeerTask {
+    /// Empties the outbox after a failed call; a snapshot among the discarded is reported lost.
+    fn discard_queued(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.reports.lost(&m);
+        }
+    }
+
     /// A call to this peer, signed when peer authentication is on.
     fn request<T>(&self, t: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(t);

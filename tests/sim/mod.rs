@@ -139,6 +139,12 @@ pub struct Cluster<S: SimStore> {
     pub blocked: BTreeSet<(NodeId, NodeId)>,
     /// Messages matching this are dropped (scenario tests).
     pub drop_filter: Option<DropFilter>,
+    /// Scenario tests: snapshots due for delivery are parked here instead, as if their
+    /// transfer were very slow, until [`Cluster::release_snapshots`].
+    pub hold_snapshots: bool,
+    held_snapshots: Vec<Message>,
+    /// InstallSnapshot messages sent so far (every node), for scenario tests.
+    pub snapshots_sent: u64,
     // ----- global knowledge for the invariants -----
     leaders: BTreeMap<u64, NodeId>,
     entries: BTreeMap<(u64, u64), (u64, u64)>,
@@ -228,6 +234,9 @@ impl<S: SimStore> Cluster<S> {
             seq: 0,
             blocked: BTreeSet::new(),
             drop_filter: None,
+            hold_snapshots: false,
+            held_snapshots: Vec::new(),
+            snapshots_sent: 0,
             leaders: BTreeMap::new(),
             entries: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -642,7 +651,13 @@ impl<S: SimStore> Cluster<S> {
     // ----- network -------------------------------------------------------------------------
 
     fn send(&mut self, m: Message) {
-        if self.faults.loss > 0.0 && self.rng.f64() < self.faults.loss {
+        // A snapshot's loss is decided when it is due (see `deliver`): like the real
+        // transport, the sender then learns how the transfer ended.
+        let snapshot = matches!(m.body, MessageBody::InstallSnapshot { .. });
+        if snapshot {
+            self.snapshots_sent += 1;
+        }
+        if !snapshot && self.faults.loss > 0.0 && self.rng.f64() < self.faults.loss {
             return;
         }
         let copies = if self.faults.dup > 0.0 && self.rng.f64() < self.faults.dup {
@@ -665,6 +680,18 @@ impl<S: SimStore> Cluster<S> {
     }
 
     fn deliver(&mut self, m: Message) -> Result<(), Failure> {
+        if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+            if self.hold_snapshots {
+                self.held_snapshots.push(m);
+                return Ok(());
+            }
+            let lost = self.faults.loss > 0.0 && self.rng.f64() < self.faults.loss;
+            let delivered = !lost && self.deliverable(&m) && self.is_up(m.to);
+            self.report_snapshot(m.from, m.to, delivered)?;
+            if !delivered {
+                return Ok(());
+            }
+        }
         if !self.deliverable(&m) || !self.is_up(m.to) {
             return Ok(());
         }
@@ -716,10 +743,47 @@ impl<S: SimStore> Cluster<S> {
         Err(self.fail("network never went quiet".into()))
     }
 
-    /// Drops every message in flight.
-    pub fn drop_in_flight(&mut self) {
+    /// Ends the transfers parked by `hold_snapshots` (which is turned off): delivered and
+    /// reported delivered when `deliver`, else reported lost.
+    pub fn release_snapshots(&mut self, deliver: bool) -> Result<(), Failure> {
+        self.hold_snapshots = false;
+        for m in std::mem::take(&mut self.held_snapshots) {
+            if deliver {
+                self.deliver(m)?;
+            } else {
+                self.report_snapshot(m.from, m.to, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transport's report to the leader `from` on its snapshot transfer to `to`.
+    fn report_snapshot(&mut self, from: NodeId, to: NodeId, ok: bool) -> Result<(), Failure> {
+        if !self.is_up(from) {
+            return Ok(());
+        }
+        self.log(|| format!("n{from} snapshot to n{to} reported ok={ok}"));
+        if let Some(r) = self.raft_mut(from) {
+            r.report_snapshot(to, ok);
+        }
+        self.process(from)
+    }
+
+    /// Drops every message in flight. Snapshot transfers among them are reported failed to
+    /// their senders, as a transport does when its connection breaks.
+    pub fn drop_in_flight(&mut self) -> Result<(), Failure> {
         self.queue.clear();
-        self.in_flight.clear();
+        let dropped: Vec<Message> = std::mem::take(&mut self.in_flight).into_values().collect();
+        let mut reports: Vec<(NodeId, NodeId)> = dropped
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }))
+            .map(|m| (m.from, m.to))
+            .collect();
+        reports.sort_unstable();
+        for (from, to) in reports {
+            self.report_snapshot(from, to, false)?;
+        }
+        Ok(())
     }
 
     /// Runs `ticks` ticks of simulated time: each node ticks every [`TICK`] units (with its own

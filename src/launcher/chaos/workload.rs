@@ -34,15 +34,18 @@ fn unreachable_channel() -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
 }
 
-fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted
-    )
+fn retryable(st: &tonic::Status) -> bool {
+    let overloaded = st.code() == Code::ResourceExhausted
+        && crate::pb::Reason::of(st) == Some(crate::pb::Reason::Overloaded);
+    overloaded
+        || matches!(
+            st.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Aborted
+        )
 }
 
 /// Sleeps for `d`, or less if the clients are told to stop meanwhile.
@@ -84,7 +87,7 @@ pub(super) async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
                     }
                     break;
                 }
-                Err(st) if retryable(st.code()) && Instant::now() < deadline => {
+                Err(st) if retryable(&st) && Instant::now() < deadline => {
                     node += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -186,7 +186,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         }
     }
 
-    fn propose_error(&self, e: crate::raft::ProposeError) -> NodeError {
+    /// How a refused proposal is answered.
+    pub(super) fn propose_error(&self, e: crate::raft::ProposeError) -> NodeError {
         use crate::raft::ProposeError as P;
         match e {
             P::NotLeader { leader_hint } => NodeError::NotLeader {
@@ -197,6 +198,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             P::TransferInProgress => NodeError::Unavailable(
                 "a leadership transfer is in progress; retry in a moment".into(),
             ),
+            P::UncommittedLimit { limit } => NodeError::Overloaded(format!(
+                "the leader holds {limit} bytes of uncommitted entries; retry later"
+            )),
             P::LeaderNotReady => NodeError::Unavailable(
                 "the new leader has not committed an entry of its term yet; retry in a moment"
                     .into(),
