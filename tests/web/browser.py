@@ -7,8 +7,9 @@ Run by tests/web.rs on a real 3-node cluster; it can also be run by hand against
         --leader-pid <pid of the leader's process> --room demo --shots /tmp/shots
 
 Two browser sessions open the same room: A on the leader's page, B on a follower's. They take
-turns sending; halfway the leader is killed with SIGKILL, so page A loses its node (its event
-stream and its sends must fail over) and B's sends must reach the new leader. Checks:
+turns sending; halfway, with a send of A in flight to it (the leader is frozen with SIGSTOP
+before A clicks Send), the leader is killed with SIGKILL, so page A loses its node (its event
+stream and its pending send must fail over) and B's sends must reach the new leader. Checks:
 - every send is acknowledged (shown with a seq) and each page sees the other's messages;
 - at the end both pages show the identical list: every acknowledged message exactly once, in
   seq order, seqs 1..n without a gap;
@@ -139,9 +140,12 @@ def main():
         killed = False
         for i in range(a.rounds):
             if i == a.rounds // 2:
-                # A's send is in flight to the leader when it dies: it may or may not have been
-                # committed; either way the page's retry elsewhere must show it exactly once.
+                # A's send is in flight to the leader when it dies: the leader is frozen
+                # (SIGSTOP) before the click, so the request cannot be answered, then killed.
+                # The page must retry it elsewhere and show it exactly once.
+                os.kill(a.leader_pid, signal.SIGSTOP)
                 submit(pa, f"A{i}: in flight at the kill")
+                wait(pa, "the send to be pending", lambda d: pending(d) == 1)
                 log(f"kill -9 of the leader, node {a.leader_id} (pid {a.leader_pid})")
                 os.kill(a.leader_pid, signal.SIGKILL)
                 killed = True

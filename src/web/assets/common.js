@@ -86,8 +86,9 @@ const RR = (() => {
     }
   }
 
-  // One JSON call, with failover: a node that does not answer (dead, cut off, shutting down)
-  // is left for the next one; UNAVAILABLE (an election) and 429 are retried after a pause.
+  // One JSON call, with failover: a node that does not answer (dead, shutting down), or that
+  // answers UNAVAILABLE or a timeout (an election, or it is cut off from the majority), is left
+  // for the next one after a pause; 429 (back off) is retried on the same node after a pause.
   // Every send carries a client_request_id, so retrying it anywhere cannot duplicate it.
   // Other refusals (400, 401, 404, ...) are final and thrown at once.
   async function call(method, path, body, opts = {}) {
@@ -101,8 +102,8 @@ const RR = (() => {
         return data;
       } catch (e) {
         last = e;
-        const moveOn = !(e instanceof ApiError) || e.reason === "shutting-down";
-        const retry = moveOn || e.status === 503 || e.status === 429 || e.status === 504;
+        const moveOn = !(e instanceof ApiError) || e.status === 503 || e.status === 504;
+        const retry = moveOn || e.status === 429;
         if (!retry) throw e;
         if (moveOn) base = next(base);
         await sleep(Math.min(200 * (attempt + 1), 1000));
