@@ -121,7 +121,8 @@ pub struct NodeConfig {
     /// TLS and authentication of the client listener, and how this node dials other nodes'
     /// client listeners (forwarding sends, `--join`).
     pub client: ClientSecurity,
-    /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP (`--http-addr`); `None`:
+    /// Where to serve HTTP (`--http-addr`): the web page, the JSON API and event streams,
+    /// `/metrics`, `/healthz` and `/readyz`; `None`:
     /// no HTTP listener. Off by default so that a node never takes a port nobody asked for.
     pub http_addr: Option<SocketAddr>,
     /// The host:port browsers reach this node's HTTP listener at (`--http-advertise`), when

@@ -72,8 +72,9 @@ pub(super) struct RunArgs {
     /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
     #[arg(long)]
     insecure_peers: bool,
-    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this host:port
-    /// (default: no HTTP listener). See docs/operations.md.
+    /// Serve HTTP on this host:port: the chat page (`/`), the cluster view (`/cluster`), the
+    /// HTTP/JSON API and event streams (`/v1/...`), Prometheus `/metrics`, `/healthz` and
+    /// `/readyz` (default: no HTTP listener). See docs/web.md and docs/operations.md.
     #[arg(long)]
     http_addr: Option<SocketAddr>,
     /// The host:port browsers reach --http-addr at, when it differs (a published container
