@@ -616,6 +616,16 @@ async fn browser_chat_fails_over_when_the_leader_is_killed() {
     let leader = c.leader().await;
     let follower = *c.live().iter().find(|&&i| i != leader).unwrap();
     let pid = c.nodes[&leader].child.as_ref().unwrap().id();
+    // A room with more than a page of history, for the scroll-back check.
+    let history = 120;
+    for i in 1..=history {
+        send(
+            &web(&c, leader),
+            "history",
+            &format!("old {i}"),
+            &uuid::Uuid::new_v4().to_string(),
+        );
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py");
     let c_ref = &c;
     let out = tokio::task::block_in_place(|| {
@@ -629,6 +639,7 @@ async fn browser_chat_fails_over_when_the_leader_is_killed() {
             .args(["--leader-id", &leader.to_string()])
             .args(["--leader-pid", &pid.to_string()])
             .args(["--room", "browser"])
+            .args(["--history-size", &history.to_string()])
             .arg("--shots")
             .arg(&shots)
             .output()

@@ -13,6 +13,8 @@ stream and its pending send must fail over) and B's sends must reach the new lea
 - every send is acknowledged (shown with a seq) and each page sees the other's messages;
 - at the end both pages show the identical list: every acknowledged message exactly once, in
   seq order, seqs 1..n without a gap;
+- with --history-size N, a room of N messages opens on its newest 50 and "Load older
+  messages" brings the rest, in order;
 - B's cluster view shows a new leader and the old one unreachable.
 Screenshots of the chat page and the cluster view go to --shots. The result (the messages each
 page shows) is printed as one JSON line on stdout for the Rust side to compare with the nodes'
@@ -117,6 +119,8 @@ def main():
     ap.add_argument("--room", default="browser")
     ap.add_argument("--shots", required=True)
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--history-room", default="history")
+    ap.add_argument("--history-size", type=int, default=0)
     ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
     a = ap.parse_args()
     os.makedirs(a.shots, exist_ok=True)
@@ -181,6 +185,24 @@ def main():
             raise SystemExit("page A still claims the killed node")
         log(f"both pages show the same {len(la)} messages; page A failed over to node {node_of(pa)}")
         pa.save_screenshot(os.path.join(a.shots, "web-chat.png"))
+
+        # Scroll-back: a room of --history-size messages (sent by the Rust side) opens on its
+        # newest 50; "Load older messages" brings the rest, in order.
+        if a.history_size:
+            n = a.history_size
+            pb.get(f"{a.follower_url}/?room={a.history_room}")
+            newest = list(range(max(1, n - 49), n + 1))
+            wait(pb, "the newest page", lambda d: [s for s, _, _ in shown(d)] == newest)
+            older = pb.find_element(By.ID, "older")
+            if not older.is_displayed():
+                raise SystemExit("no 'Load older messages' with older messages to load")
+            while older.is_displayed():
+                count = len(shown(pb))
+                older.click()
+                wait(pb, "an older page", lambda d: len(shown(d)) > count or not older.is_displayed())
+            if [s for s, _, _ in shown(pb)] != list(range(1, n + 1)):
+                raise SystemExit(f"scroll-back shows {[s for s, _, _ in shown(pb)]}")
+            log(f"scroll-back: all {n} messages of {a.history_room}, in order")
 
         pb.get(f"{a.follower_url}/cluster")
         old = str(a.leader_id)
