@@ -554,13 +554,7 @@ fn ensure_browser() -> Result<(), String> {
     if !have_driver() {
         let install = || {
             Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "--no-install-recommends",
-                    "chromium",
-                    "chromium-driver",
-                ])
+                .args(["install", "-y", "chromium", "chromium-driver"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .status()
                 .is_ok_and(|s| s.success())
