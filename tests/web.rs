@@ -242,6 +242,8 @@ async fn http_api_endpoints_success_and_errors() {
         let a = get(&f, path);
         assert_eq!((a.code, a.error_code().as_str()), (code, name), "{path}");
     }
+    let a = http(&f, "DELETE", "/v1/rooms", &[], b"");
+    assert_eq!((a.code, a.error_code().as_str()), (405, "UNIMPLEMENTED"));
     let a = http(
         &f,
         "GET",

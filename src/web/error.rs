@@ -135,6 +135,14 @@ pub async fn refuse_oversized(
     next.run(req).await
 }
 
+/// A path served, with a method it does not take: 405, with UNIMPLEMENTED in the body.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let st = Status::unimplemented(format!("{method} is not served on {:?}", uri.path()));
+    let mut r = ApiError(st).into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
 /// Any path the listener does not serve: 404 in the API's error shape.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(Status::not_found(format!("no such path {:?}", uri.path())))

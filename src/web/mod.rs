@@ -136,6 +136,7 @@ pub fn router(web: Web, metrics: Arc<Metrics>, probe: Arc<dyn Probe>) -> Router 
         .route("/v1/rooms/{room}/events", get(events::events))
         .route("/v1/cluster/status", get(cluster::status))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(web)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(error::refuse_oversized))
