@@ -595,14 +595,60 @@ fn ensure_browser() -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_chat_fails_over_when_the_leader_is_killed() {
+/// Whether the browser tests can run: installs what is missing; a skip is a failure under
+/// `RUSTYRAFT_REQUIRE_BROWSER` (CI).
+fn browser_ready(test: &str) -> bool {
     if let Err(why) = ensure_browser() {
         assert!(
             std::env::var("RUSTYRAFT_REQUIRE_BROWSER").is_err(),
             "RUSTYRAFT_REQUIRE_BROWSER is set but the browser test cannot run: {why}"
         );
-        eprintln!("SKIPPED the browser test: {why}");
+        eprintln!("SKIPPED {test}: {why}");
+        return false;
+    }
+    true
+}
+
+fn browser_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_page_asks_for_and_uses_a_client_token() {
+    if !browser_ready("browser_page_asks_for_and_uses_a_client_token") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    let out = Command::new(bin())
+        .args(["token", "add", "--file"])
+        .arg(&file)
+        .args(["--user", "grace"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let c = Cluster::start_with_http(1, &["--client-tokens", &file.display().to_string()]);
+    let url = format!("http://{}", web(&c, 1));
+    let out = tokio::task::block_in_place(|| {
+        Command::new("python3")
+            .arg(browser_script())
+            .args(["--leader-url", &url, "--room", "private"])
+            .args(["--token", &token, "--token-user", "grace"])
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "the token page test failed:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_chat_fails_over_when_the_leader_is_killed() {
+    if !browser_ready("browser_chat_fails_over_when_the_leader_is_killed") {
         return;
     }
     let shots = std::env::var("RUSTYRAFT_WEB_SHOTS")
@@ -622,7 +668,7 @@ async fn browser_chat_fails_over_when_the_leader_is_killed() {
             &uuid::Uuid::new_v4().to_string(),
         );
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py");
+    let script = browser_script();
     let c_ref = &c;
     let out = tokio::task::block_in_place(|| {
         Command::new("python3")

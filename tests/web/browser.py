@@ -16,6 +16,7 @@ stream and its pending send must fail over) and B's sends must reach the new lea
 - with --history-size N, a room of N messages opens on its newest 50 and "Load older
   messages" brings the rest, in order;
 - B's cluster view shows a new leader and the old one unreachable.
+With --token, only the client-token check runs instead (see with_token).
 Screenshots of the chat page and the cluster view go to --shots. The result (the messages each
 page shows) is printed as one JSON line on stdout for the Rust side to compare with the nodes'
 own history. Any failed check exits non-zero with the reason.
@@ -26,7 +27,8 @@ import json
 import os
 import signal
 import sys
-import time
+import urllib.request
+import uuid
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -110,19 +112,52 @@ def node_of(d):
     return d.execute_script("return document.getElementById('node').dataset.node || ''")
 
 
+def with_token(a):
+    """A cluster with client tokens: the page says it needs one; once it is typed into the
+    Token box the page loads, sends (the author is the token's user) and follows the room live
+    (its event stream carries the token as access_token)."""
+    d = browser(a.chromedriver)
+    try:
+        d.get(f"{a.leader_url}/?room={a.room}")
+        wait(d, "the page to ask for a token", lambda d: "UNAUTHENTICATED" in page_error(d))
+        set_field(d, "token", a.token)
+        wait(d, "the page to name its node", lambda d: node_of(d) != "")
+        wait(d, "the error to clear", lambda d: page_error(d) == "")
+        seq = send(d, "sent with a token")
+        author = next(au for s, au, _ in shown(d) if s == seq)
+        if author != a.token_user:
+            raise SystemExit(f"author {author!r}, want the token's user {a.token_user!r}")
+        req = urllib.request.Request(
+            f"{a.leader_url}/v1/rooms/{a.room}/messages", method="POST",
+            data=json.dumps({"text": "from curl", "client_request_id": str(uuid.uuid4())}).encode(),
+            headers={"Authorization": f"Bearer {a.token}", "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+        wait(d, "the other client's message, live", lambda d: any(t == "from curl" for _, _, t in shown(d)))
+        log(f"token page: sent as {author}, saw a message sent elsewhere live")
+        print(json.dumps({"shown": shown(d)}))
+    finally:
+        d.quit()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--leader-url", required=True)
-    ap.add_argument("--follower-url", required=True)
-    ap.add_argument("--leader-id", type=int, required=True)
-    ap.add_argument("--leader-pid", type=int, required=True)
+    ap.add_argument("--follower-url", default="")
+    ap.add_argument("--leader-id", type=int, default=0)
+    ap.add_argument("--leader-pid", type=int, default=0)
     ap.add_argument("--room", default="browser")
-    ap.add_argument("--shots", required=True)
+    ap.add_argument("--shots", default="")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--history-room", default="history")
     ap.add_argument("--history-size", type=int, default=0)
     ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
+    ap.add_argument("--token", help="run only the client-token check, with this token")
+    ap.add_argument("--token-user", default="")
     a = ap.parse_args()
+    if a.token:
+        return with_token(a)
+    if not (a.follower_url and a.leader_id and a.leader_pid and a.shots):
+        ap.error("--follower-url, --leader-id, --leader-pid and --shots are needed")
     os.makedirs(a.shots, exist_ok=True)
 
     pa = browser(a.chromedriver)

@@ -31,7 +31,8 @@
       RR.learn(st);
       nodeLabel(st);
     } catch (e) {
-      $("node").textContent = "no node answers: " + e.message;
+      $("node").textContent = e.status === 401 ? "enter a token: this cluster needs one"
+        : "no node answers: " + e.message;
     }
   }
 
@@ -226,7 +227,7 @@
   });
   $("author").value = localStorage.getItem("rustyraft.author") || "";
   $("author").addEventListener("change", () => localStorage.setItem("rustyraft.author", $("author").value.trim()));
-  RR.tokenBox(() => { loadRooms(); openRoom(room); });
+  RR.tokenBox(() => { refreshCluster(); loadRooms(); openRoom(room); });
   RR.onSwitch(() => refreshCluster());
 
   refreshCluster();
