@@ -51,6 +51,11 @@ fn build_with<S: SimStore>(seed: u64, make_store: StoreFactory<S>) -> (Cluster<S
     if side.u8(0..3) == 0 {
         faults.conf_change = [0.005, 0.02, 0.05][side.usize(0..3)];
     }
+    // Asynchronous persistence (the node driver's mode) in half the seeds, its own stream too.
+    let mut persist = fastrand::Rng::with_seed(seed ^ 0x6173_796e_6370_7273);
+    if S::MODELS_UNSYNCED && persist.bool() {
+        faults.async_persist = [0.2, 0.5, 1.0][persist.usize(0..3)];
+    }
     // With membership changes, one or two nodes start outside the configuration and come and
     // go as learners.
     let voters = if faults.conf_change > 0.0 {
@@ -315,7 +320,10 @@ fn disk_and_memory_storage_give_identical_runs() {
     // The core is deterministic, so a storage that answers exactly like MemStorage (after
     // every crash and recovery too) must produce the very same event trace.
     for seed in [3, 11, 42, 77] {
-        let (mem_res, mem_trace) = run_seed(seed, true);
+        // The disk backend syncs every Ready inline, so the memory run must too.
+        let (mut c, ticks) = build(seed);
+        c.faults.async_persist = 0.0;
+        let (mem_res, mem_trace) = run_cluster(seed, true, (c, ticks));
         let (disk_res, disk_trace) = run_disk_seed(seed, true);
         assert!(mem_res.is_ok() && disk_res.is_ok(), "seed {seed} must pass");
         assert!(mem_trace.iter().any(|l| l.contains("CRASH")));
