@@ -8,12 +8,18 @@ use std::process::Command;
 /// above them (checked by binding them all at once).
 fn free_base_port(n: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + fastrand::u16(0..30_000);
+        let base = 10_000 + fastrand::u16(0..below_ephemeral_ports() - 10_000 - 2_010);
+        // Tests of one binary run in parallel: never hand out overlapping ranges.
+        let mut picked = PICKED.lock().unwrap_or_else(|p| p.into_inner());
+        if picked.iter().any(|&o: &u16| o.abs_diff(base) < 2_100) {
+            continue;
+        }
         let all: Vec<_> = (0..n)
             .flat_map(|i| [base + i, base + 1000 + i, base + 2000 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         if all.iter().all(|l| l.is_ok()) {
+            picked.push(base);
             return base;
         }
     }
@@ -383,3 +389,18 @@ fn tls_runs_the_whole_cluster_over_tls() {
     let status = launcher.wait().expect("launcher exits");
     assert!(status.success(), "{status}");
 }
+
+/// The first port of the kernel's ephemeral range (where outgoing connections and port-0
+/// listeners get their ports). Port ranges picked for nodes stay below it: a range inside it
+/// can be taken between the check and the bind by any connection the tests open meanwhile
+/// (seen in CI: a node's port was taken that way).
+fn below_ephemeral_ports() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+        .max(20_000)
+}
+
+/// Port ranges already handed out in this test binary.
+static PICKED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());

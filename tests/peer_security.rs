@@ -340,7 +340,7 @@ async fn forged_messages_to_every_port_of_a_launcher_cluster_change_nothing() {
             }
         }
     }
-    // Client ports answer UNIMPLEMENTED; peer ports and the proxies to the three live nodes'
+    // Client ports (and the HTTP ports, in gRPC terms) answer UNIMPLEMENTED; peer ports and the proxies to the three live nodes'
     // peer ports (2 per node) answer UNAUTHENTICATED; 2 calls x 3 receivers each.
     assert!(unimplemented >= 3 * 6, "{unimplemented}");
     assert!(unauthenticated >= (3 + 6) * 6, "{unauthenticated}");
@@ -355,12 +355,18 @@ async fn forged_messages_to_every_port_of_a_launcher_cluster_change_nothing() {
 /// A base port with 9 free client ports, their 9 peer ports (+1000) and HTTP ports (+2000).
 fn free_port_range() -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + fastrand::u16(0..30_000);
+        let base = 10_000 + fastrand::u16(0..below_ephemeral_ports() - 10_000 - 2_010);
+        // Tests of one binary run in parallel: never hand out overlapping ranges.
+        let mut picked = PICKED.lock().unwrap_or_else(|p| p.into_inner());
+        if picked.iter().any(|&o: &u16| o.abs_diff(base) < 2_100) {
+            continue;
+        }
         let held: Vec<_> = (0..9)
             .flat_map(|i| [base + i, base + 1000 + i, base + 2000 + i])
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         if held.iter().all(|l| l.is_ok()) {
+            picked.push(base);
             return base;
         }
     }
@@ -511,3 +517,18 @@ async fn a_cluster_runs_over_mutual_tls() {
         "plaintext"
     );
 }
+
+/// The first port of the kernel's ephemeral range (where outgoing connections and port-0
+/// listeners get their ports). Port ranges picked for nodes stay below it: a range inside it
+/// can be taken between the check and the bind by any connection the tests open meanwhile
+/// (seen in CI: a node's port was taken that way).
+fn below_ephemeral_ports() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+        .max(20_000)
+}
+
+/// Port ranges already handed out in this test binary.
+static PICKED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());

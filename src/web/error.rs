@@ -135,6 +135,34 @@ pub async fn refuse_oversized(
     next.run(req).await
 }
 
+/// A gRPC call that reached the HTTP listener (a client pointed at the wrong port): answered
+/// in gRPC's own terms, UNIMPLEMENTED with a message naming the right port, instead of an
+/// HTTP error page a gRPC client can only report as INTERNAL.
+pub async fn grpc_elsewhere(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !grpc {
+        return next.run(req).await;
+    }
+    let mut r = StatusCode::OK.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static("12"));
+    h.insert(
+        "grpc-message",
+        HeaderValue::from_static(
+            "this is the HTTP listener (chat page, JSON API, metrics); gRPC is served on the client port",
+        ),
+    );
+    r
+}
+
 /// A path served, with a method it does not take: 405, with UNIMPLEMENTED in the body.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let st = Status::unimplemented(format!("{method} is not served on {:?}", uri.path()));
@@ -181,5 +209,27 @@ mod tests {
         assert_eq!(j["error"]["reason"], "not-leader");
         assert_eq!(j["error"]["leader"], "2=h:2");
         assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
+
+    /// A gRPC client that dials the HTTP listener gets a gRPC UNIMPLEMENTED naming the right
+    /// port; plain HTTP requests are untouched.
+    #[tokio::test]
+    async fn a_grpc_call_on_the_http_listener_is_unimplemented_in_grpc_terms() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/x", axum::routing::post(|| async { "plain" }))
+            .layer(axum::middleware::from_fn(grpc_elsewhere));
+        let grpc = axum::http::Request::post("/rustyraft.v1.Raft/AppendEntries")
+            .header(header::CONTENT_TYPE, "application/grpc+proto")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let r = app.clone().oneshot(grpc).await.expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "12");
+        let plain = axum::http::Request::post("/x")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let r = app.oneshot(plain).await.expect("answer");
+        assert!(r.headers().get("grpc-status").is_none());
     }
 }

@@ -144,6 +144,7 @@ pub fn router(web: Web, metrics: Arc<Metrics>, probe: Arc<dyn Probe>) -> Router 
     assets::routes()
         .merge(crate::metrics::http::router(metrics, probe))
         .merge(api)
+        .layer(axum::middleware::from_fn(error::grpc_elsewhere))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves.
