@@ -20,7 +20,7 @@ WORKDIR /data
 # Raft log, snapshots and chat segments live here; a named volume keeps them across restarts.
 VOLUME ["/data"]
 # gRPC: ChatService, Cluster, Raft (peer traffic), health and reflection all share this port.
-EXPOSE 50051 51051
+EXPOSE 50051 51051 8080
 
 # raft_client handles SIGTERM: it stops serving, lets the driver flush and exits 0.
 STOPSIGNAL SIGTERM

@@ -21,6 +21,9 @@
 //! - [`node`]: the driver task that owns the core, persists, sends, applies and answers; the
 //!   narrow [`node::NodeHandle`] to it; and `--join` (which calls the cluster as a client).
 //! - [`api`]: the `ChatService` and `Cluster` gRPC services, over a `NodeHandle`.
+//! - [`web`]: the HTTP side of a node: a JSON API and Server-Sent Events over the same
+//!   services as gRPC, the embedded chat page and the live cluster view, and the metrics
+//!   routes, on `--http-addr`.
 //! - [`server`]: the composition root: wires storage, driver, transport and services into one
 //!   gRPC server, and owns shutdown ([`server::run`]).
 //! - [`check`]: the history checker for chaos runs: is a recorded client history a
@@ -44,3 +47,4 @@ pub mod server;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+pub mod web;

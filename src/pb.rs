@@ -71,6 +71,11 @@ pub mod meta {
 
 /// Why a call was refused, for clients to act on: the gRPC code says how bad it is, the reason
 /// says what to do next. Sent in the [`meta::REASON`] metadata; the message stays for humans.
+///
+/// On a send, [`Reason::NotLeader`], [`Reason::NoLeader`], [`Reason::Retry`] and
+/// [`Reason::Overloaded`] also promise that the call proposed nothing (the server answers
+/// [`Reason::OutcomeUnknown`] once any of its attempts may have been proposed), so a client,
+/// or a history checker, may count such a send as definitely failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// This node is not the leader; [`meta::LEADER`] names the leader when one is known.

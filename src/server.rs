@@ -185,7 +185,8 @@ pub async fn serve(
             .serve_with_incoming_shutdown(nodelay_incoming(peer), peer_drained.cancelled_owned()),
     );
     if let Some(listener) = http {
-        spawn_http(&node, listener);
+        let web = crate::web::Web::new(node.clone(), cfg.client.dial.clone(), tokens.clone());
+        spawn_http(&node, listener, web);
     }
     // Decode well past the text limit, so an oversized message gets the precise
     // INVALID_ARGUMENT from validation rather than a transport-level refusal.
@@ -257,20 +258,21 @@ fn spawn_join(node: &NodeHandle, j: crate::node::JoinConfig, failed: Arc<Mutex<O
     });
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (`--http-addr`), on a tracked
-/// task, until the node stops (while it drains, `/readyz` says so).
-fn spawn_http(node: &NodeHandle, listener: TcpListener) {
+/// Serves the web side ([`crate::web`]: the JSON API, event streams, the pages, `/metrics`,
+/// `/healthz` and `/readyz`) on `listener` (`--http-addr`), on a tracked task, until the node
+/// stops (while it drains, `/readyz` says so and event streams end).
+fn spawn_http(node: &NodeHandle, listener: TcpListener, web: crate::web::Web) {
     let id = node.config().id;
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(id, http_addr = %addr, "serving /metrics, /healthz and /readyz");
+    tracing::info!(id, http_addr = %addr, "serving the web page, the HTTP API and /metrics");
     let metrics = node.config().metrics.clone();
     let probe: Arc<dyn crate::metrics::http::Probe> = Arc::new(node.clone());
     let stopped = node.stopped();
     node.spawn(async move {
-        let done = crate::metrics::http::serve(listener, metrics, probe, stopped.cancelled_owned());
+        let done = crate::web::serve(listener, web, metrics, probe, stopped.cancelled_owned());
         if let Err(e) = done.await {
             tracing::warn!(id, error = %e, "HTTP listener failed");
         }

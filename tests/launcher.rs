@@ -56,9 +56,64 @@ fn chaos_run_is_linearizable_and_loses_nothing() {
     let secs: u64 = duration.parse().unwrap_or(60);
     assert!(field("faults=") >= (secs / 10).max(2), "{last}");
     assert!(field("ops=") >= 100, "{last}");
+    let history = dir.path().join("history.jsonl");
+    assert!(history.is_file(), "the history is kept for replay");
+    // The history is format 2: a meta line, every operation with its client, every fault with
+    // its times, and `--check` reads it back to the same verdict.
+    let text = std::fs::read_to_string(&history).expect("history reads");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let op = |v: &serde_json::Value| v["op"].as_str().unwrap_or_default().to_string();
+    assert_eq!(op(&lines[0]), "meta", "{}", lines[0]);
+    assert_eq!(lines[0]["format"], 2);
+    let ops: Vec<_> = lines
+        .iter()
+        .filter(|v| op(v) == "send" || op(v) == "read")
+        .collect();
+    assert!(ops.len() >= 100, "{} operations", ops.len());
+    for v in &ops {
+        let client = v["client"].as_str().unwrap_or_default();
+        assert!(
+            client.starts_with("writer-") || client.starts_with("reader-"),
+            "{v}"
+        );
+        if op(v) == "send" {
+            let outcome = v["outcome"].as_str().unwrap_or_default();
+            assert!(["acked", "failed", "unknown"].contains(&outcome), "{v}");
+            assert_eq!(outcome == "acked", v["acked_seq"].is_u64(), "{v}");
+            if outcome != "acked" {
+                assert!(v["code"].is_string() && v["gave_up_us"].is_u64(), "{v}");
+            }
+        } else {
+            let (ids, seqs) = (&v["ids"], &v["seqs"]);
+            let n = ids.as_array().map_or(0, |a| a.len());
+            assert_eq!(n, seqs.as_array().map_or(0, |a| a.len()), "{v}");
+        }
+    }
+    let faults: Vec<_> = lines.iter().filter(|v| op(v) == "fault").collect();
+    assert_eq!(
+        faults.len() as u64,
+        field("faults="),
+        "every fault is recorded"
+    );
+    for f in &faults {
+        let (start, end) = (f["start_us"].as_u64(), f["end_us"].as_u64());
+        assert!(
+            start.is_some() && start <= end && f["kind"].is_string(),
+            "{f}"
+        );
+    }
+    let check = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
+        .arg("--check")
+        .arg(&history)
+        .output()
+        .expect("run_n_clients --check runs");
+    let check_out = String::from_utf8_lossy(&check.stdout);
     assert!(
-        dir.path().join("history.jsonl").is_file(),
-        "the history is kept for replay"
+        check.status.success() && check_out.lines().last() == Some(last),
+        "--check disagrees with the run:\n{check_out}\nrun: {last}"
     );
 }
 

@@ -123,7 +123,9 @@ impl pb::cluster_server::Cluster for ClusterApi {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.node.status();
         let leader_addr = self.node.leader().map(|(_, a)| a).unwrap_or_default();
-        Ok(Response::new(status_to_pb(&s, leader_addr)))
+        let mut resp = status_to_pb(&s, leader_addr);
+        resp.http_addr = self.node.config().http_advertised().unwrap_or_default();
+        Ok(Response::new(resp))
     }
 
     async fn add_member(

@@ -21,6 +21,7 @@ use crate::chat::{validate_room, Applied, ChatMessage, Command};
 use crate::node::{NodeError, NodeHandle};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
+use crate::pb::Reason;
 use crate::raft::Role;
 use crate::tls::Credentials;
 
@@ -162,6 +163,12 @@ impl ChatApi {
 
     /// Commits `cmd` through the leader (this node or a forward), retrying through elections
     /// until [`SUBMIT_DEADLINE`]. Safe to retry because every send carries a request id.
+    ///
+    /// A refusal with reason `not-leader`, `no-leader`, `retry` or `overloaded` promises that
+    /// this call proposed nothing, so a client may count the send as failed. Once any attempt
+    /// may have been proposed (a proposal this node's driver failed after appending it, or a
+    /// forward that timed out or came back `outcome-unknown`), the call answers
+    /// `outcome-unknown` instead ([`settle`]).
     async fn submit(
         &self,
         cmd: Command,
@@ -171,6 +178,9 @@ impl ChatApi {
     ) -> Result<Applied, Status> {
         let deadline = Instant::now() + budget;
         let me = self.node.config().id;
+        // Whether an attempt so far may have been proposed (then a refusal must not claim
+        // that nothing happened).
+        let mut ambiguous = false;
         loop {
             let last: Status;
             if self.node.role() == Role::Leader {
@@ -181,14 +191,25 @@ impl ChatApi {
                         | NodeError::Unavailable(_)
                         | NodeError::OutcomeUnknown(_)
                         | NodeError::Overloaded(_)),
-                    ) => last = node_status(e),
-                    Err(e) => return Err(node_status(e)),
+                    ) => {
+                        // The driver answers NotLeader both before proposing and for proposals
+                        // it had appended when leadership was lost: it may have been proposed.
+                        ambiguous |= matches!(
+                            e,
+                            NodeError::NotLeader { .. } | NodeError::OutcomeUnknown(_)
+                        );
+                        last = node_status(e);
+                    }
+                    Err(e) => return Err(settle(node_status(e), ambiguous)),
                 }
             } else if forwarded {
                 // The originating node retries; never forward twice.
-                return Err(node_status(NodeError::NotLeader {
-                    leader: self.node.leader(),
-                }));
+                return Err(settle(
+                    node_status(NodeError::NotLeader {
+                        leader: self.node.leader(),
+                    }),
+                    ambiguous,
+                ));
             } else if let Some((id, addr)) = self.node.leader().filter(|(id, _)| *id != me) {
                 // The leader's client port: `--route` overrides only peer (Raft) links.
                 match self.forward(&addr, &cmd, caller).await {
@@ -203,16 +224,17 @@ impl ChatApi {
                         ) =>
                     {
                         tracing::debug!(leader = id, code = ?st.code(), "forward failed, retrying");
+                        ambiguous |= !nothing_proposed(&st);
                         last = st;
                     }
-                    Err(st) => return Err(st),
+                    Err(st) => return Err(settle(st, ambiguous)),
                 }
             } else {
                 last = node_status(NodeError::NotLeader { leader: None });
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(last);
+                return Err(settle(last, ambiguous));
             }
             // Wait for a status change (new leader) or a short pause, whichever comes first.
             self.node
@@ -279,6 +301,36 @@ impl ChatApi {
             ))),
         }
     }
+}
+
+/// Whether a refusal promises that nothing was proposed: UNAVAILABLE (or RESOURCE_EXHAUSTED,
+/// for `overloaded`) with one of the reasons [`ChatApi::submit`] gives only then.
+fn nothing_proposed(st: &Status) -> bool {
+    matches!(
+        st.code(),
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+    ) && matches!(
+        Reason::of(st),
+        Some(Reason::NotLeader | Reason::NoLeader | Reason::Retry | Reason::Overloaded)
+    )
+}
+
+/// The status a submit answers with: `st`, unless it claims that nothing was proposed while an
+/// earlier attempt may have been; then UNAVAILABLE with reason `outcome-unknown` (the leader
+/// hint kept), so that a client never counts a send as failed that may yet appear.
+fn settle(st: Status, ambiguous: bool) -> Status {
+    if !ambiguous || !nothing_proposed(&st) {
+        return st;
+    }
+    let mut out = Status::unavailable(format!(
+        "outcome unknown: an earlier attempt may have been proposed; last: {}",
+        st.message()
+    ));
+    Reason::OutcomeUnknown.attach(&mut out);
+    if let Some(l) = st.metadata().get(pb::meta::LEADER) {
+        out.metadata_mut().insert(pb::meta::LEADER, l.clone());
+    }
+    out
 }
 
 /// A request's page size: 0 means the default, anything above the cap is cut to it.
@@ -642,7 +694,54 @@ impl pb::chat_service_server::ChatService for ChatApi {
 
 #[cfg(test)]
 mod tests {
-    use super::server_message_id;
+    use super::{nothing_proposed, server_message_id, settle, Reason, Status};
+    use crate::pb;
+
+    fn refused(reason: Reason) -> Status {
+        let mut st = Status::unavailable("refused");
+        reason.attach(&mut st);
+        st
+    }
+
+    /// A refusal that claims nothing was proposed is turned into `outcome-unknown` once an
+    /// earlier attempt of the call may have been proposed; other answers pass unchanged.
+    #[test]
+    fn a_refusal_after_an_ambiguous_attempt_says_outcome_unknown() {
+        for r in [
+            Reason::NotLeader,
+            Reason::NoLeader,
+            Reason::Retry,
+            Reason::Overloaded,
+        ] {
+            let mut st = refused(r);
+            st.metadata_mut()
+                .insert(pb::meta::LEADER, "2=127.0.0.1:1".parse().unwrap());
+            assert!(nothing_proposed(&st));
+            assert_eq!(Reason::of(&settle(st.clone(), false)), Some(r));
+            let out = settle(st, true);
+            assert_eq!(out.code(), tonic::Code::Unavailable);
+            assert_eq!(Reason::of(&out), Some(Reason::OutcomeUnknown), "{r:?}");
+            assert!(out.metadata().get(pb::meta::LEADER).is_some(), "hint kept");
+        }
+        let mut full = Status::resource_exhausted("64 MiB uncommitted");
+        Reason::Overloaded.attach(&mut full);
+        assert!(nothing_proposed(&full));
+        assert_eq!(
+            Reason::of(&settle(full, true)),
+            Some(Reason::OutcomeUnknown)
+        );
+        for st in [
+            refused(Reason::OutcomeUnknown),
+            refused(Reason::ShuttingDown),
+            Status::deadline_exceeded("late"),
+            Status::unavailable("connection refused"),
+            Status::invalid_argument("empty text"),
+        ] {
+            assert!(!nothing_proposed(&st), "{st:?}");
+            let out = settle(st.clone(), true);
+            assert_eq!((out.code(), Reason::of(&out)), (st.code(), Reason::of(&st)));
+        }
+    }
 
     #[test]
     fn server_ids_are_distinct_version_4_uuids() {

@@ -127,6 +127,7 @@ pub fn status_to_pb(s: &NodeStatus, leader_addr: String) -> pb::StatusResponse {
         addresses: s.addrs.clone().into_iter().collect(),
         peer_addresses: s.peer_addrs.clone().into_iter().collect(),
         removed: s.removed,
+        http_addr: String::new(),
     }
 }
 

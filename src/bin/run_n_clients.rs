@@ -68,6 +68,11 @@ async fn run(cli: Cli) -> i32 {
     if let Some(path) = &cli.check {
         return match chaos::check_history_file(path) {
             Ok(report) => {
+                println!(
+                    "checked: faults={} acked={} unknown-outcome={} failed={} reads={} delivered-to-subscribers={}",
+                    report.faults, report.acked, report.unknown, report.failed, report.reads,
+                    report.delivered
+                );
                 for v in report.violations.iter().take(20) {
                     println!("violation: {v}");
                 }
@@ -177,9 +182,9 @@ async fn run(cli: Cli) -> i32 {
         return 1;
     };
     println!(
-        "summary: faults={} acked={} unknown-outcome={} reads={} delivered-to-subscribers={} lost={} duplicated={}",
-        report.faults, report.acked, report.unknown, report.reads, report.delivered, report.lost,
-        report.duplicated
+        "summary: faults={} acked={} unknown-outcome={} failed={} reads={} delivered-to-subscribers={} lost={} duplicated={}",
+        report.faults, report.acked, report.unknown, report.failed, report.reads, report.delivered,
+        report.lost, report.duplicated
     );
     for v in report.violations.iter().take(20) {
         println!("violation: {v}");

@@ -32,17 +32,24 @@ pub type MsgId = String;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A send (with all its retries, which reuse one id). `acked` is the seq the cluster
-    /// returned, or `None` if no attempt was acknowledged (the outcome is then unknown: it may
-    /// or may not have taken effect, but at most once).
+    /// returned, or `None` if no attempt was acknowledged; `failure` then says whether the
+    /// send definitely did not take effect, or may have (at most once).
     Send {
         /// Id shared by every retry of this send.
         id: MsgId,
         /// When the first attempt was sent.
         invoked: u64,
-        /// When the acknowledgement arrived (ignored if `acked` is `None`).
+        /// When the acknowledgement arrived; for a send never acknowledged, when the client
+        /// gave up (ignored by the check: such a send may still take effect later).
         returned: u64,
         /// The seq the cluster acknowledged.
         acked: Option<u64>,
+        /// Who sent it (e.g. `writer-2`), for the reader of a report; empty in histories that
+        /// predate it.
+        client: String,
+        /// How a send that was never acknowledged ended; `None` for an acknowledged send, and
+        /// for an unacknowledged one in histories that predate it (then its outcome is unknown).
+        failure: Option<SendFailure>,
     },
     /// A linearizable read of the room's tail: every message from `from_seq` to the end, as
     /// of one instant. (A read cut short by a page limit is not one; don't record it.)
@@ -55,7 +62,42 @@ pub enum Op {
         from_seq: u64,
         /// The ids returned, in seq order.
         ids: Vec<MsgId>,
+        /// The seq the server gave each of `ids`, when recorded (empty in histories that
+        /// predate it): they must be `from_seq, from_seq + 1, ...`.
+        seqs: Vec<u64>,
+        /// Who read (e.g. `reader-1`); empty in histories that predate it.
+        client: String,
     },
+}
+
+/// How a send that was never acknowledged ended: its last error, and whether the cluster
+/// guaranteed it did nothing. A send is a *definite failure* only if every attempt was refused
+/// before anything was proposed (e.g. UNAVAILABLE with reason `no-leader`, or INVALID_ARGUMENT);
+/// if any attempt may have been proposed (a timeout, a lost connection, `outcome-unknown`), its
+/// outcome is *unknown*. The check holds a definite failure to never appear in the log, and an
+/// unknown one to appear at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendFailure {
+    /// True if the send certainly did not and will not take effect.
+    pub definite: bool,
+    /// The gRPC code of the last error, as its canonical name (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, ...).
+    pub code: String,
+    /// The `x-rustyraft-reason` of the last error (`no-leader`, `outcome-unknown`, ...), if it
+    /// carried one.
+    pub reason: Option<String>,
+    /// When the client gave up (same clock as `invoked`).
+    pub gave_up: u64,
+}
+
+impl SendFailure {
+    /// "UNAVAILABLE (no-leader)", for reports.
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("{} ({r})", self.code),
+            None => self.code.clone(),
+        }
+    }
 }
 
 /// What a subscriber received: seqs and ids in arrival order.
@@ -102,6 +144,22 @@ pub enum Violation {
         /// Where it sits.
         seq: u64,
     },
+    /// A send the cluster refused before proposing it (a definite failure) is in the log.
+    FailedSendStored {
+        /// The send's id.
+        id: MsgId,
+        /// Where it sits.
+        seq: u64,
+        /// The refusal the client got, e.g. "UNAVAILABLE (no-leader)".
+        error: String,
+    },
+    /// A read reported seqs that do not run `from_seq, from_seq + 1, ...` alongside its ids.
+    ReadSeqs {
+        /// Index of the read in the history.
+        op: usize,
+        /// What is wrong, in words.
+        why: String,
+    },
     /// A read returned something that is not a prefix of the final log.
     NotAPrefix {
         /// Index of the read in the history.
@@ -138,6 +196,12 @@ impl fmt::Display for Violation {
             Violation::Phantom { id, seq } => {
                 write!(f, "phantom: {id} at seq {seq} was never sent")
             }
+            Violation::FailedSendStored { id, seq, error } => write!(
+                f,
+                "failed send stored: {id} was refused with {error} (a definite failure), \
+                 yet it is in the log at seq {seq}"
+            ),
+            Violation::ReadSeqs { op, why } => write!(f, "read #{op} seqs: {why}"),
             Violation::NotAPrefix { op, seq } => {
                 write!(f, "read #{op} differs from the log at seq {seq}")
             }
@@ -156,6 +220,8 @@ pub struct Summary {
     pub acked: u64,
     /// Sends whose outcome was unknown and that did take effect.
     pub unknown_applied: u64,
+    /// Sends that failed definitely, checked absent from the log.
+    pub failed: u64,
     /// Linearizable reads checked.
     pub reads: u64,
     /// Messages delivered to subscribers and checked.
@@ -191,11 +257,21 @@ pub fn check_room(
     // Sends: acked ones must be in the log at their seq; every log entry must have a sender.
     let mut sender: HashMap<&str, usize> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
-        let Op::Send { id, acked, .. } = op else {
+        let Op::Send {
+            id, acked, failure, ..
+        } = op
+        else {
             continue;
         };
         sender.insert(id.as_str(), i);
+        let definite = failure.as_ref().filter(|f| f.definite && acked.is_none());
         match (acked, seq_of(id)) {
+            (None, Some(seq)) if definite.is_some() => v.push(Violation::FailedSendStored {
+                id: id.clone(),
+                seq,
+                error: definite.map(SendFailure::describe).unwrap_or_default(),
+            }),
+            (None, None) if definite.is_some() => summary.failed += 1,
             (Some(seq), None) => v.push(Violation::Lost {
                 id: id.clone(),
                 seq: *seq,
@@ -221,8 +297,17 @@ pub fn check_room(
 
     // Reads must match the log where they overlap it and must not run past its end.
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Read { ids, from_seq, .. } = op {
+        if let Op::Read {
+            ids,
+            from_seq,
+            seqs,
+            ..
+        } = op
+        {
             summary.reads += 1;
+            if let Some(why) = read_seqs_wrong(*from_seq, ids, seqs) {
+                v.push(Violation::ReadSeqs { op: i, why });
+            }
             let skip = from_seq.saturating_sub(1) as usize;
             let window = log.get(skip..).unwrap_or(&[]);
             if let Some(k) = ids.iter().zip(window).position(|(a, b)| a != b) {
@@ -350,6 +435,27 @@ fn schedule(ops: &[Op], log: &[MsgId], sender: &HashMap<&str, usize>) -> Result<
     Ok(())
 }
 
+/// A read's recorded seqs (if any) must number its ids consecutively from `from_seq`.
+fn read_seqs_wrong(from_seq: u64, ids: &[MsgId], seqs: &[u64]) -> Option<String> {
+    if seqs.is_empty() {
+        return None; // not recorded (an older history); an empty read has none either
+    }
+    if seqs.len() != ids.len() {
+        return Some(format!("{} seqs for {} ids", seqs.len(), ids.len()));
+    }
+    let start = from_seq.max(1);
+    seqs.iter()
+        .enumerate()
+        .find(|&(k, &s)| s != start + k as u64)
+        .map(|(k, s)| {
+            format!(
+                "id {} came with seq {s}, but a read from seq {start} puts it at {}",
+                ids[k],
+                start + k as u64
+            )
+        })
+}
+
 /// A subscription must be a gap-free, duplicate-free run of the log starting at `from_seq`.
 fn check_subscription(s: &Subscription, log: &[MsgId]) -> Result<u64, String> {
     let start = s.from_seq.max(1);
@@ -379,14 +485,37 @@ mod tests {
             invoked,
             returned,
             acked,
+            client: String::new(),
+            failure: None,
+        }
+    }
+    /// A send that was never acknowledged and ended with `code`/`reason`.
+    fn failed(id: &str, invoked: u64, gave_up: u64, definite: bool, reason: &str) -> Op {
+        Op::Send {
+            id: id.into(),
+            invoked,
+            returned: gave_up,
+            acked: None,
+            client: "writer-0".into(),
+            failure: Some(SendFailure {
+                definite,
+                code: "UNAVAILABLE".into(),
+                reason: Some(reason.into()),
+                gave_up,
+            }),
         }
     }
     fn read(invoked: u64, returned: u64, ids: &[&str]) -> Op {
+        tail(invoked, returned, 1, ids)
+    }
+    fn tail(invoked: u64, returned: u64, from_seq: u64, ids: &[&str]) -> Op {
         Op::Read {
             invoked,
             returned,
-            from_seq: 1,
+            from_seq,
             ids: ids.iter().map(|s| s.to_string()).collect(),
+            seqs: Vec::new(),
+            client: String::new(),
         }
     }
     fn log(ids: &[&str]) -> Vec<MsgId> {
@@ -413,12 +542,7 @@ mod tests {
         let ops = vec![
             send("a", 0, 10, Some(1)),
             send("b", 11, 20, Some(2)),
-            Op::Read {
-                invoked: 21,
-                returned: 25,
-                from_seq: 2,
-                ids: vec!["b".into()],
-            },
+            tail(21, 25, 2, &["b"]),
         ];
         assert!(check_room(&ops, &log(&["a", "b"]), &[]).is_ok());
         // The same tail read, but starting past the end: it claims the room had 1 message after
@@ -426,12 +550,7 @@ mod tests {
         let stale = vec![
             send("a", 0, 10, Some(1)),
             send("b", 11, 20, Some(2)),
-            Op::Read {
-                invoked: 21,
-                returned: 25,
-                from_seq: 2,
-                ids: vec![],
-            },
+            tail(21, 25, 2, &[]),
         ];
         let err = check_room(&stale, &log(&["a", "b"]), &[]).unwrap_err();
         assert!(
@@ -564,6 +683,80 @@ mod tests {
         assert_eq!(err.len(), 2);
     }
 
+    #[test]
+    fn a_definitely_failed_send_must_not_be_stored() {
+        // "b" was refused before it was proposed (no leader), yet it is in the log.
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            failed("b", 11, 40, true, "no-leader"),
+        ];
+        let err = check_room(&ops, &log(&["a", "b"]), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            vec![Violation::FailedSendStored {
+                id: "b".into(),
+                seq: 2,
+                error: "UNAVAILABLE (no-leader)".into()
+            }]
+        );
+        assert!(
+            err[0].to_string().contains("definite failure"),
+            "{}",
+            err[0]
+        );
+        // Absent, it is a checked failure.
+        let s = check_room(&ops, &log(&["a"]), &[]).expect("absent is fine");
+        assert_eq!((s.acked, s.failed, s.unknown_applied), (1, 1, 0));
+    }
+
+    #[test]
+    fn an_unknown_send_may_appear_once_but_not_twice() {
+        let ops = vec![
+            send("a", 0, 10, Some(1)),
+            failed("b", 11, 40, false, "outcome-unknown"),
+        ];
+        let s = check_room(&ops, &log(&["a", "b"]), &[]).expect("may have applied");
+        assert_eq!((s.unknown_applied, s.failed), (1, 0));
+        assert!(check_room(&ops, &log(&["a"]), &[]).is_ok(), "or not");
+        let err = check_room(&ops, &log(&["a", "b", "b"]), &[]).unwrap_err();
+        assert!(
+            matches!(&err[0], Violation::Duplicated { id, .. } if id == "b"),
+            "{err:?}"
+        );
+        // It may even take effect after the client gave up (the request was still in flight).
+        let late = vec![
+            failed("b", 0, 5, false, "outcome-unknown"),
+            read(20, 30, &[]),
+        ];
+        assert!(check_room(&late, &log(&["b"]), &[]).is_ok());
+    }
+
+    #[test]
+    fn read_seqs_must_number_the_ids_from_where_the_read_began() {
+        let ops = |seqs: Vec<u64>| {
+            let mut r = tail(21, 25, 2, &["b", "c"]);
+            if let Op::Read { seqs: s, .. } = &mut r {
+                *s = seqs;
+            }
+            vec![
+                send("a", 0, 10, Some(1)),
+                send("b", 0, 10, Some(2)),
+                send("c", 0, 10, Some(3)),
+                r,
+            ]
+        };
+        let l = log(&["a", "b", "c"]);
+        assert!(check_room(&ops(vec![2, 3]), &l, &[]).is_ok());
+        assert!(check_room(&ops(vec![]), &l, &[]).is_ok(), "not recorded");
+        for bad in [vec![2, 4], vec![3, 4], vec![2]] {
+            let err = check_room(&ops(bad.clone()), &l, &[]).unwrap_err();
+            assert!(
+                matches!(err[0], Violation::ReadSeqs { op: 3, .. }),
+                "{bad:?}: {err:?}"
+            );
+        }
+    }
+
     /// Brute force: try every order of every operation (and every subset of unacknowledged
     /// sends) against the sequential spec. Exponential, so only for tiny histories.
     fn brute_force(ops: &[Op]) -> bool {
@@ -634,9 +827,32 @@ mod tests {
     /// The fast checker agrees with brute force on thousands of small random histories
     /// generated from a real log (so the prefix and seq checks pass and the question is purely
     /// about real-time order).
+    /// The fixed seed 42, and a fresh seed on every run: `RUSTYRAFT_SIM_BASE` (which `bin/test`
+    /// picks and prints), or a random one. A failure names the seed that replays it.
     #[test]
     fn agrees_with_brute_force_on_small_histories() {
-        let mut rng = fastrand::Rng::with_seed(42);
+        let fresh = std::env::var("RUSTYRAFT_SIM_BASE")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| fastrand::u64(1 << 32..1 << 62));
+        for seed in [42, fresh] {
+            let r = std::panic::catch_unwind(|| agrees_with_brute_force_from(seed));
+            if let Err(e) = r {
+                let what = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "seed {seed}: {what}\nreplay: RUSTYRAFT_SIM_BASE={seed} cargo test --release \
+                     --lib check::tests::agrees_with_brute_force_on_small_histories"
+                );
+            }
+        }
+    }
+
+    fn agrees_with_brute_force_from(seed: u64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
         let (mut linearizable, mut not) = (0, 0);
         for _ in 0..4000 {
             let n = rng.usize(1..=4);
@@ -696,6 +912,7 @@ mod tests {
                     invoked,
                     returned,
                     acked,
+                    ..
                 } => {
                     let Some(&seq) = in_log.get(id.as_str()) else {
                         continue; // never took effect: drop it
@@ -710,6 +927,8 @@ mod tests {
                         invoked: *invoked,
                         returned,
                         acked: Some(seq),
+                        client: String::new(),
+                        failure: None,
                     });
                 }
                 read => pinned.push(read.clone()),

@@ -158,7 +158,8 @@ pub async fn run_interactive(mut c: LocalCluster) -> anyhow::Result<()> {
         );
     }
     for id in c.ids() {
-        println!("n{id} metrics: http://{}/metrics", c.http_addr(id));
+        let http = c.http_addr(id);
+        println!("n{id} web: http://{http}/  cluster view: http://{http}/cluster  metrics: http://{http}/metrics");
     }
     println!("{HELP}");
     let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);

@@ -1,6 +1,7 @@
-//! The node's HTTP listener (`--http-addr`): `GET /metrics` (Prometheus text format),
-//! `GET /healthz` (liveness) and `GET /readyz` (readiness). It serves no chat data and needs no
-//! credentials: bind it to an address only your monitoring reaches.
+//! The operational routes of the node's HTTP listener (`--http-addr`): `GET /metrics`
+//! (Prometheus text format), `GET /healthz` (liveness) and `GET /readyz` (readiness). They need
+//! no credentials. The same listener also serves the chat API and pages, which
+//! `crate::web` adds around this router (and which do check client tokens when they are on).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -121,9 +121,14 @@ pub struct NodeConfig {
     /// TLS and authentication of the client listener, and how this node dials other nodes'
     /// client listeners (forwarding sends, `--join`).
     pub client: ClientSecurity,
-    /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP (`--http-addr`); `None`:
+    /// Where to serve HTTP (`--http-addr`): the web page, the JSON API and event streams,
+    /// `/metrics`, `/healthz` and `/readyz`; `None`:
     /// no HTTP listener. Off by default so that a node never takes a port nobody asked for.
     pub http_addr: Option<SocketAddr>,
+    /// The host:port browsers reach this node's HTTP listener at (`--http-advertise`), when
+    /// it differs from `http_addr` (a container's published port, a wildcard bind). Reported
+    /// in `Status`, so the web page can fail over to this node.
+    pub http_advertise: Option<String>,
     /// This node's metrics. Always kept (updating them is a few atomic adds per driver
     /// iteration); exported only when `http_addr` is set. Shared, so the server, the driver,
     /// the transport and the API all count into one registry.
@@ -146,6 +151,15 @@ pub struct ClientSecurity {
 }
 
 impl NodeConfig {
+    /// The host:port of this node's web page and HTTP API as browsers reach it
+    /// (`--http-advertise`, else `--http-addr`); `None` without an HTTP listener.
+    pub fn http_advertised(&self) -> Option<String> {
+        self.http_addr?;
+        self.http_advertise
+            .clone()
+            .or_else(|| self.http_addr.map(|a| a.to_string()))
+    }
+
     /// Sane defaults for node `id` at `addr` with the given members.
     pub fn new(id: NodeId, addr: SocketAddr, peers: BTreeMap<NodeId, String>) -> Self {
         NodeConfig {
@@ -173,6 +187,7 @@ impl NodeConfig {
             max_snapshot_bytes: 1 << 30,
             client: ClientSecurity::default(),
             http_addr: None,
+            http_advertise: None,
             metrics: Default::default(),
         }
     }

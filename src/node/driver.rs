@@ -33,12 +33,14 @@ use self::compaction::{snapshot_stretch, Compacted, Compacting};
 use self::conf::ConfWaiter;
 use self::observe::{answer, Observed};
 use self::os::{lower_thread_priority, release_free_memory, remove_dir_in_background};
+use self::persist::Persister;
 
 mod backup;
 mod compaction;
 mod conf;
 mod observe;
 mod os;
+mod persist;
 
 /// Bound on proposals appended but not yet answered. The core's uncommitted-bytes cap bounds
 /// their bytes; this bounds their count (and the waiters' memory), whatever their size.
@@ -65,6 +67,8 @@ pub struct Driver<S: LogStore + Send + 'static> {
     shared: Arc<Shared>,
     life: Lifecycle,
     transport: Transport,
+    /// The log's fsync thread and what waits for it.
+    persist: Persister,
     inbound: mpsc::Receiver<Message>,
     requests: mpsc::Receiver<Request>,
     /// Proposals waiting for their entry: index -> (term, reply). Invariant: indexes above the
@@ -206,6 +210,8 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             shared: shared.clone(),
             life: life.clone(),
             transport,
+            persist: Persister::start(cfg.id)
+                .map_err(|e| NodeError::Internal(format!("sync thread: {e}")))?,
             inbound: in_rx,
             requests: req_rx,
             proposals: BTreeMap::new(),
@@ -266,6 +272,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
                     }
                     Ok(())
                 }
+                _ = self.persist.woken() => self.on_synced(),
                 Some(done) = self.compacted_rx.recv() => {
                     self.finish_compaction(done);
                     Ok(())
@@ -446,26 +453,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             }
             self.was_leader = leader_now;
         }
-        // 1. Replication traffic leaves before our own fsync (thesis section 10.2.1).
-        self.transport.send(std::mem::take(&mut rd.messages));
-        // 2. Persist, then ONE sync for the whole Ready.
-        let store = self.raft.storage_mut();
-        if let Some(s) = &rd.snapshot {
-            store.apply_snapshot(s.clone())?;
-        }
-        if !rd.entries.is_empty() {
-            store.append(&rd.entries)?;
-        }
-        if let Some(hs) = rd.hard_state {
-            store.set_hard_state(hs)?;
-        }
-        if !rd.nothing_to_persist() {
-            store.sync()?;
-        }
-        // 3. Votes and acknowledgements only now.
-        self.transport
-            .send(std::mem::take(&mut rd.persisted_messages));
-        // 4. Apply.
+        // 1-3. Send, persist, and queue what must wait for durability (see `persist`).
+        let durable = self.persist_ready(&mut rd)?;
+        // 4. Apply (committed entries are on a majority already; see `persist`).
         if let Some(s) = &rd.snapshot {
             self.restore_snapshot(s.meta.index, &s.data)?;
         }
@@ -475,7 +465,7 @@ impl<S: LogStore + Send + 'static> Driver<S> {
         }
         // 5. Hand it back.
         self.raft.advance(rd)?;
-        Ok(())
+        self.release(durable)
     }
 
     fn restore_snapshot(&mut self, index: u64, data: &bytes::Bytes) -> Result<(), NodeError> {

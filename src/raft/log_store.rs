@@ -98,6 +98,20 @@ pub trait LogStore: Storage {
     ) -> Result<(), StorageError>;
     /// Makes every earlier write durable: one fsync for the whole batch.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// [`LogStore::sync`] in two halves, for an application that fsyncs on another thread
+    /// while it goes on stepping the core: everything written so far reaches the kernel, and
+    /// the returned job, blocking and runnable on any thread, makes it durable. Nothing that
+    /// depends on those writes may be acknowledged before the job succeeds; if it fails, call
+    /// [`LogStore::sync_failed`]. `None`: nothing left to make durable. The default does the
+    /// whole sync inline and returns `None`.
+    fn begin_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.sync()?;
+        Ok(None)
+    }
+    /// A job from [`LogStore::begin_sync`] failed: the storage must refuse every later write
+    /// (after a failed fsync the kernel may have dropped the dirty pages, so only a reopen is
+    /// safe).
+    fn sync_failed(&mut self, _error: &str) {}
     /// A handle that writes a snapshot ahead of [`LogStore::compact`] from another thread, so
     /// the thread that drives the core never waits while the whole state is written and
     /// fsynced. `None` (the default): `compact` writes the snapshot itself.
@@ -105,6 +119,9 @@ pub trait LogStore: Storage {
         None
     }
 }
+
+/// The blocking half of a sync, from [`LogStore::begin_sync`].
+pub type SyncJob = Box<dyn FnOnce() -> Result<(), StorageError> + Send>;
 
 /// Writes a snapshot durably without putting it in force: a later [`LogStore::compact`] at the
 /// same index and term adopts the staged file instead of writing the data again. Staging is

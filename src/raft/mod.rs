@@ -58,7 +58,7 @@ mod types;
 pub use self::core::{Config, Raft};
 pub use self::errors::{Error, ProposeError, Result, StorageError};
 pub use self::log::RaftLog;
-pub use self::log_store::{after_snapshot, LogStore, RaftState, SnapshotStager, Storage};
+pub use self::log_store::{after_snapshot, LogStore, RaftState, SnapshotStager, Storage, SyncJob};
 pub use self::mem_storage::MemStorage;
 pub use self::progress::{Progress, ProgressState};
 pub use self::ready::Ready;

@@ -107,11 +107,25 @@ impl<S: Storage> Raft<S> {
             self.log.stable_snap_to(s.meta.index);
             self.log.applied_to(s.meta.index);
         }
-        if let Some(e) = rd.entries.last() {
-            self.log.stable_to(e.index, e.term);
-        }
         if let Some(e) = rd.committed_entries.last() {
             self.log.applied_to(e.index);
+        }
+        match rd.entries.last() {
+            Some(e) => self.on_persisted(e.index, e.term),
+            None => self.on_persisted(0, 0),
+        }
+    }
+
+    /// The application made the entries up to (`index`, `term`) durable, after the
+    /// [`Raft::advance`] of their Ready (whose `entries` it emptied): the asynchronous half
+    /// of persisting, for an application that fsyncs on another thread while the core goes
+    /// on stepping (raft-rs's `on_persist_ready`, etcd's `AsyncStorageWrites`). A report for
+    /// entries a later append replaced is ignored. On a leader, its own persisted entries now
+    /// count toward the commit index. Reports must come in the order the Readies were handed
+    /// out, and the Ready's `persisted_messages` may leave only after this call.
+    pub fn on_persisted(&mut self, index: u64, term: u64) -> Result<()> {
+        if index > 0 {
+            self.log.stable_to(index, term);
         }
         if self.role == Role::Leader {
             let persisted = self.log.persisted_index();

@@ -13,10 +13,10 @@ use tracing::{info, warn};
 use super::fsutil::{Counters, DiskError, IoContext, SyncObserver, Syncer};
 use super::records;
 use super::snapshot::{self, SnapshotReceiver};
-use super::wal::{Wal, WalOptions};
+use super::wal::{Wal, WalOptions, WalSync};
 use crate::raft::{
     after_snapshot, ConfState, Entry, EntryKind, HardState, LogStore, RaftState, Snapshot,
-    SnapshotMeta, SnapshotStager, Storage, StorageError,
+    SnapshotMeta, SnapshotStager, Storage, StorageError, SyncJob,
 };
 
 /// Name of the hard-state file.
@@ -480,6 +480,14 @@ impl DiskStorage {
 
     fn do_sync(&mut self) -> Result<(), DiskError> {
         self.wal.sync()?;
+        if self.hard_state_due() {
+            self.write_hard_state()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `sync` must rewrite the hard-state file now.
+    fn hard_state_due(&self) -> bool {
         let (hs, durable) = (self.hard_state, self.durable_hard_state);
         // Even a lazy commit is written when it moves past a configuration entry. Correctness
         // no longer needs it (on restart the core puts every configuration entry of the log in
@@ -489,14 +497,18 @@ impl DiskStorage {
             .confs
             .iter()
             .any(|(i, _)| *i > durable.commit && *i <= hs.commit);
-        if hs.term != durable.term
-            || hs.vote != durable.vote
-            || !self.cfg.lazy_commit
-            || passes_conf
-        {
+        hs.term != durable.term || hs.vote != durable.vote || !self.cfg.lazy_commit || passes_conf
+    }
+
+    /// The first half of a sync ([`LogStore::begin_sync`]): appends reach the kernel, the
+    /// hard state, when due, is replaced durably here (rare: a new term or vote, or a commit
+    /// past a membership entry), and the log's fdatasync is returned as a job.
+    fn start_sync(&mut self) -> Result<Option<WalSync>, DiskError> {
+        let job = self.wal.begin_sync()?;
+        if self.hard_state_due() {
             self.write_hard_state()?;
         }
-        Ok(())
+        Ok(job)
     }
 }
 
@@ -611,6 +623,16 @@ impl LogStore for DiskStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.write(|s| s.do_sync())
+    }
+
+    fn begin_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        let job = self.write(|s| s.start_sync())?;
+        Ok(job.map(|job| -> SyncJob { Box::new(move || job.run().map_err(StorageError::from)) }))
+    }
+
+    fn sync_failed(&mut self, error: &str) {
+        warn!(dir = %self.cfg.dir.display(), error, "storage sync failed; refusing further writes");
+        self.poisoned = Some(error.to_string());
     }
 
     fn stager(&self) -> Option<Box<dyn SnapshotStager>> {

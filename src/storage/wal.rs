@@ -93,6 +93,30 @@ pub(crate) struct Wal {
     dir_unsynced: bool,
 }
 
+/// A log fdatasync to run off the thread that appends: see [`Wal::begin_sync`].
+#[derive(Debug)]
+pub(crate) struct WalSync {
+    /// The active segment at `begin_sync` (its own descriptor) and its path, if it had writes.
+    file: Option<(File, PathBuf)>,
+    /// The log directory, if segments were created or removed since its last fsync.
+    dir: Option<PathBuf>,
+    sync: Syncer,
+}
+
+impl WalSync {
+    /// Makes durable everything appended before the `begin_sync` that made this job.
+    /// Blocking: run it on a thread of its own.
+    pub(crate) fn run(self) -> Result<(), DiskError> {
+        if let Some((file, path)) = &self.file {
+            self.sync.data(file, path)?;
+        }
+        if let Some(dir) = &self.dir {
+            self.sync.dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
 fn segment_name(first_index: u64) -> String {
     format!("wal-{first_index:020}.seg")
 }
@@ -470,6 +494,32 @@ impl Wal {
             self.dir_unsynced = false;
         }
         Ok(())
+    }
+
+    /// The first half of [`Wal::sync`]: writes buffered appends to the kernel and returns the
+    /// fdatasync (and directory fsync) that makes them durable, for another thread to run
+    /// while this one goes on appending. `None` when everything is already durable. The job
+    /// holds its own descriptor of the active segment, so a rotation or compaction meanwhile
+    /// does not disturb it, and whatever is appended after this call is left to the next job.
+    /// The log counts itself synced from here on: if the job fails, the caller must poison
+    /// the storage (see `DiskStorage::sync_failed`).
+    pub(crate) fn begin_sync(&mut self) -> Result<Option<WalSync>, DiskError> {
+        self.flush()?;
+        if !self.unsynced && !self.dir_unsynced {
+            return Ok(None);
+        }
+        let file = match self.segments.back() {
+            Some(s) if self.unsynced => Some((s.file.try_clone().at(&s.path)?, s.path.clone())),
+            _ => None,
+        };
+        let job = WalSync {
+            file,
+            dir: self.dir_unsynced.then(|| self.dir.clone()),
+            sync: self.sync.clone(),
+        };
+        self.unsynced = false;
+        self.dir_unsynced = false;
+        Ok(Some(job))
     }
 
     /// Removes entries from `index` on (`first_index() <= index`), durably.

@@ -23,6 +23,7 @@ use rustyraft::raft::{
     ConfState, Config, Entry, EntryKind, Message, MessageBody, NodeId, Raft, ReadState, Role,
 };
 
+pub mod seeds;
 pub mod store;
 pub use store::SimStore;
 
@@ -56,6 +57,12 @@ pub struct Faults {
     /// Per-tick probability that the leader proposes a membership change (a learner joins or
     /// leaves).
     pub conf_change: f64,
+    /// Probability that a Ready is persisted asynchronously, as the node's driver does: its
+    /// writes are made but not synced, `advance` runs, the core goes on stepping, and the
+    /// sync (then `on_persisted` and the Ready's persisted messages) comes at a later tick. A
+    /// crash meanwhile loses the unsynced writes. Only for storages that can model that
+    /// ([`SimStore::durable_copy`]).
+    pub async_persist: f64,
 }
 
 impl Faults {
@@ -71,6 +78,7 @@ impl Faults {
             crash_mid_ready: 0.0,
             compact: 0.0,
             conf_change: 0.0,
+            async_persist: 0.0,
         }
     }
 
@@ -91,6 +99,7 @@ impl Faults {
             compact: [0.0, 0.01, 0.05][rng.usize(0..3)],
             // Drawn by the caller from its own stream, so adding it changed no existing seed.
             conf_change: 0.0,
+            async_persist: 0.0,
         }
     }
 }
@@ -104,6 +113,9 @@ pub struct Failure {
     pub time: u64,
 }
 
+/// A Ready written but not synced: its last entry, and the messages waiting for the sync.
+type Unsynced = (Option<(u64, u64)>, Vec<Message>);
+
 struct Node<S: SimStore> {
     raft: Option<Raft<S>>,
     /// What survives a crash: the persisted storage of a down node.
@@ -116,6 +128,13 @@ struct Node<S: SimStore> {
     restarts: u64,
     /// Outstanding reads: ctx -> global max leader commit when issued.
     reads: BTreeMap<u64, u64>,
+    /// Term and vote of the last hard state handed to the storage since the last start.
+    term_vote: Option<(u64, Option<NodeId>)>,
+    /// Readies written but not yet synced (asynchronous persistence), oldest first: the
+    /// last entry each wrote and the messages that wait for the sync.
+    unsynced: Vec<Unsynced>,
+    /// The storage as of the last sync, while `unsynced` is not empty: what a crash leaves.
+    durable: Option<S>,
 }
 
 /// The cluster under simulation.
@@ -267,6 +286,9 @@ impl<S: SimStore> Cluster<S> {
                     seen_commit: 0,
                     restarts: 0,
                     reads: BTreeMap::new(),
+                    unsynced: Vec::new(),
+                    term_vote: None,
+                    durable: None,
                 },
             );
         }
@@ -334,7 +356,13 @@ impl<S: SimStore> Cluster<S> {
             return;
         };
         if let Some(raft) = node.raft.take() {
-            node.disk = Some(S::crash(raft));
+            // Unsynced writes are lost: the disk is what the last sync left.
+            node.disk = Some(match node.durable.take() {
+                Some(d) => d,
+                None => S::crash(raft),
+            });
+            node.unsynced.clear();
+            node.term_vote = None;
             node.reads.clear();
             self.log(|| format!("CRASH n{id}"));
         }
@@ -440,8 +468,21 @@ impl<S: SimStore> Cluster<S> {
                 let term = self.raft(id).map_or(0, |r| r.term());
                 self.log(|| format!("n{id} {:?} term={term} leader={:?}", ss.role, ss.leader));
             }
-            for m in rd.messages.iter().cloned() {
-                self.send(m);
+            // As the node's driver does: a Ready that moves the term or the vote, or installs
+            // a snapshot, waits for earlier writes to be durable, is persisted inline, and
+            // sends nothing before that (a node never speaks in a term it could forget).
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            let tv = rd.hard_state.map(|hs| (hs.term, hs.vote));
+            let inline = rd.snapshot.is_some() || (tv.is_some() && tv != node.term_vote);
+            if tv.is_some() {
+                node.term_vote = tv;
+            }
+            if inline {
+                self.flush_unsynced(id)?;
+            } else {
+                for m in rd.messages.iter().cloned() {
+                    self.send(m);
+                }
             }
             let persists =
                 rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
@@ -449,10 +490,28 @@ impl<S: SimStore> Cluster<S> {
                 self.crash(id);
                 return Ok(());
             }
-            // Persist: snapshot, entries, hard state, sync.
+            // Persist: snapshot, entries, hard state, sync. Asynchronously (the sync later,
+            // see `sync_unsynced`) for some Readies, and for every Ready behind one that is.
+            let async_draw =
+                self.faults.async_persist > 0.0 && self.rng.f64() < self.faults.async_persist;
             let node = self.nodes.get_mut(&id).expect("node exists");
+            let pending = !node.unsynced.is_empty();
+            // Behind an unsynced Ready, everything that persists or acknowledges waits too.
+            let defer = if inline {
+                false
+            } else if pending {
+                persists || !rd.persisted_messages.is_empty()
+            } else {
+                persists && async_draw
+            };
             let raft = node.raft.as_mut().expect("node is up");
             let store = raft.storage_mut();
+            let durable = if defer && !pending {
+                store.durable_copy()
+            } else {
+                None
+            };
+            let defer = defer && (pending || durable.is_some());
             let res = (|| {
                 if let Some(s) = &rd.snapshot {
                     store.sim_apply_snapshot(s.clone())?;
@@ -461,13 +520,33 @@ impl<S: SimStore> Cluster<S> {
                 if let Some(hs) = rd.hard_state {
                     store.sim_set_hard_state(hs)?;
                 }
+                if defer {
+                    return Ok(());
+                }
                 store.sim_sync()
             })();
             if let Err(e) = res {
                 return Err(self.fail(format!("n{id} persist: {e}")));
             }
+            if durable.is_some() {
+                node.durable = durable;
+            }
             if !rd.entries.is_empty() {
                 self.check_log_matching(id, &rd.entries)?;
+            }
+            let mut rd = rd;
+            if defer {
+                let last = rd.entries.last().map(|e| (e.index, e.term));
+                let msgs = std::mem::take(&mut rd.persisted_messages);
+                rd.entries.clear();
+                let node = self.nodes.get_mut(&id).expect("node exists");
+                node.unsynced.push((last, msgs));
+                self.log(|| format!("n{id} wrote, sync pending (last {last:?})"));
+            }
+            if inline {
+                for m in rd.messages.iter().cloned() {
+                    self.send(m);
+                }
             }
             for m in rd.persisted_messages.iter().cloned() {
                 self.send(m);
@@ -499,6 +578,47 @@ impl<S: SimStore> Cluster<S> {
             }
         }
         self.check_node(id)
+    }
+
+    /// The sync of node `id`'s unsynced Readies completes: the core learns they are durable
+    /// (`on_persisted`, oldest first) and their messages leave.
+    pub fn sync_unsynced(&mut self, id: NodeId) -> Result<(), Failure> {
+        if self.flush_unsynced(id)? {
+            self.process(id)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs node `id`'s unsynced Readies and releases them, without processing the Readies
+    /// that may follow. Returns whether there was anything to sync.
+    fn flush_unsynced(&mut self, id: NodeId) -> Result<bool, Failure> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(false);
+        };
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(false);
+        };
+        if node.unsynced.is_empty() {
+            return Ok(false);
+        }
+        if let Err(e) = raft.storage_mut().sim_sync() {
+            return Err(self.fail(format!("n{id} sync: {e}")));
+        }
+        node.durable = None;
+        let batches = std::mem::take(&mut node.unsynced);
+        self.log(|| format!("n{id} synced {} Readies", batches.len()));
+        for (last, msgs) in batches {
+            if let Some((index, term)) = last {
+                let r = self.raft_mut(id).expect("node is up");
+                if let Err(e) = r.on_persisted(index, term) {
+                    return Err(self.fail(format!("n{id} on_persisted: {e}")));
+                }
+            }
+            for m in msgs {
+                self.send(m);
+            }
+        }
+        Ok(true)
     }
 
     fn apply(&mut self, id: NodeId, e: &Entry) -> Result<(), Failure> {
@@ -799,6 +919,12 @@ impl<S: SimStore> Cluster<S> {
                 let phase = (k as u64 * 3) % TICK;
                 self.deliver_until(start + phase)?;
                 self.tick(id)?;
+                // A pending sync completes half the time each tick (at once without the
+                // fault, as when the liveness check has turned faults off).
+                let pending = self.nodes.get(&id).is_some_and(|n| !n.unsynced.is_empty());
+                if pending && (self.faults.async_persist == 0.0 || self.rng.bool()) {
+                    self.sync_unsynced(id)?;
+                }
             }
             each_tick(self)?;
             self.deliver_until(start + TICK)?;
@@ -973,6 +1099,11 @@ impl<S: SimStore> Cluster<S> {
         let Some(node) = self.nodes.get_mut(&id) else {
             return Ok(());
         };
+        if !node.unsynced.is_empty() {
+            // The applied state may be ahead of the durable log; the node's driver compacts
+            // only from its own durable state too.
+            return Ok(());
+        }
         let (applied, hash) = (node.applied, node.hash);
         let Some(r) = node.raft.as_mut() else {
             return Ok(());

@@ -17,6 +17,14 @@ pub trait SimStore: Storage + Sized {
     fn sim_sync(&mut self) -> Result<(), StorageError>;
     /// Takes the storage out of a crashed node: only what was made durable survives.
     fn crash(raft: Raft<Self>) -> Self;
+    /// A copy of the storage as it is now, which a crash after later unsynced writes gives
+    /// back; `None` if the backend cannot model that (then every Ready is synced inline).
+    fn durable_copy(&self) -> Option<Self> {
+        None
+    }
+    /// Whether `durable_copy` models unsynced writes (asynchronous persistence is simulated
+    /// only then).
+    const MODELS_UNSYNCED: bool = false;
 }
 
 impl SimStore for MemStorage {
@@ -43,9 +51,14 @@ impl SimStore for MemStorage {
         Ok(())
     }
     fn crash(raft: Raft<Self>) -> Self {
-        // Everything written to MemStorage was "fsynced" by the harness before advance.
+        // With nothing unsynced, everything written to MemStorage is durable (the harness
+        // keeps a `durable_copy` while writes wait for their sync).
         raft.log().storage.clone()
     }
+    fn durable_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+    const MODELS_UNSYNCED: bool = true;
 }
 
 impl SimStore for DiskStorage {

@@ -73,10 +73,15 @@ pub(super) struct RunArgs {
     /// loopback (without a secret, a node on loopback runs unauthenticated anyway).
     #[arg(long)]
     insecure_peers: bool,
-    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this host:port
-    /// (default: no HTTP listener). See docs/operations.md.
+    /// Serve HTTP on this host:port: the chat page (`/`), the cluster view (`/cluster`), the
+    /// HTTP/JSON API and event streams (`/v1/...`), Prometheus `/metrics`, `/healthz` and
+    /// `/readyz` (default: no HTTP listener). See docs/web.md and docs/operations.md.
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// The host:port browsers reach --http-addr at, when it differs (a published container
+    /// port, a 0.0.0.0 bind); the web page fails over to the addresses nodes advertise.
+    #[arg(long, value_name = "HOST:PORT", requires = "http_addr")]
+    http_advertise: Option<String>,
     /// Mutual TLS on peer links: this node's certificate (from `raft_client certs issue`),
     /// served on the peer listener and shown when dialling peers. With --peer-tls-key and
     /// --peer-ca; a peer must hold a certificate of that CA to get through the handshake.
@@ -212,6 +217,12 @@ pub(super) async fn run_node(a: RunArgs, dial: rustyraft::tls::Credentials) -> a
     cfg.advertise_peer = a.advertise_peer;
     cfg.insecure_peers = a.insecure_peers;
     cfg.http_addr = a.http_addr;
+    if let Some(adv) = a.http_advertise {
+        if let Err(e) = rustyraft::node::membership::validate_addr(&adv) {
+            usage_error(&format!("--http-advertise: {e}"));
+        }
+        cfg.http_advertise = Some(adv);
+    }
     if let (Some(cert), Some(key), Some(ca)) = (a.peer_tls_cert, a.peer_tls_key, a.peer_ca) {
         cfg.peer_tls = Some(rustyraft::tls::PeerTlsFiles { cert, key, ca });
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{ChaosConfig, Shared};
+use crate::launcher::history::Fault as HistoryFault;
 use crate::launcher::processes::{LocalCluster, NodeId};
 use crate::launcher::status_view::leader_of;
 
@@ -50,30 +51,37 @@ pub(super) async fn inject(cluster: &mut LocalCluster, sh: &Shared, cfg: &ChaosC
         let ids = cluster.ids();
         let target = ids[rng.usize(0..ids.len())];
         faults += 1;
-        match fault {
+        let start_us = sh.clock.now();
+        let (kind, nodes, detail) = match fault {
             Fault::KillRestart => {
-                println!("chaos: fault #{faults}: kill -9 n{target}, restart in {hold:?}");
+                let detail = format!("kill -9 n{target}, restart in {hold:?}");
+                println!("chaos: fault #{faults}: {detail}");
                 let _ = cluster.kill(target).await;
                 tokio::time::sleep(hold).await;
                 if let Err(e) = cluster.restart(target).await {
                     println!("chaos: restart n{target} failed: {e}");
                 }
+                ("kill", vec![target], detail)
             }
             Fault::Pause => {
-                println!("chaos: fault #{faults}: pause n{target} for {hold:?}");
+                let detail = format!("pause n{target} for {hold:?}");
+                println!("chaos: fault #{faults}: {detail}");
                 let _ = cluster.pause(target);
                 tokio::time::sleep(hold).await;
                 let _ = cluster.resume(target);
+                ("pause", vec![target], detail)
             }
             Fault::Partition => {
                 let mut shuffled = ids.clone();
                 rng.shuffle(&mut shuffled);
                 let minority = 1 + rng.usize(0..ids.len().div_ceil(2).saturating_sub(1).max(1));
                 let (a, b) = shuffled.split_at(minority.min(ids.len() - 1));
-                println!("chaos: fault #{faults}: partition {a:?} | {b:?} for {hold:?}");
+                let detail = format!("partition {a:?} | {b:?} for {hold:?}");
+                println!("chaos: fault #{faults}: {detail}");
                 let _ = cluster.partition(a, b);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
+                ("partition", a.to_vec(), detail)
             }
             Fault::OneWay => {
                 let leader = current_leader(cluster).await.unwrap_or(target);
@@ -88,20 +96,34 @@ pub(super) async fn inject(cluster: &mut LocalCluster, sh: &Shared, cfg: &ChaosC
                 } else {
                     (other, leader)
                 };
-                println!("chaos: fault #{faults}: one-way cut n{a} -> n{b} for {hold:?}");
+                let detail = format!("one-way cut n{a} -> n{b} for {hold:?}");
+                println!("chaos: fault #{faults}: {detail}");
                 let _ = cluster.cut(a, b);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
+                ("one_way", vec![a, b], detail)
             }
             Fault::IsolateLeader => {
                 let leader = current_leader(cluster).await.unwrap_or(target);
-                println!("chaos: fault #{faults}: isolate leader n{leader} for {hold:?}");
+                let detail = format!("isolate leader n{leader} for {hold:?}");
+                println!("chaos: fault #{faults}: {detail}");
                 let _ = cluster.isolate(leader);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
+                ("isolate_leader", vec![leader], detail)
             }
-            Fault::Membership => membership_fault(cluster, sh, &mut rng, faults).await,
-        }
+            Fault::Membership => {
+                let (nodes, detail) = membership_fault(cluster, sh, &mut rng, faults).await;
+                ("membership", nodes, detail)
+            }
+        };
+        sh.record_fault(HistoryFault {
+            kind: kind.to_string(),
+            nodes,
+            start_us,
+            end_us: sh.clock.now(),
+            detail,
+        });
         let calm = Duration::from_millis(500 + rng.u64(0..1500));
         tokio::time::sleep(calm.min(end.saturating_duration_since(Instant::now()))).await;
     }
@@ -121,13 +143,14 @@ pub(super) async fn end_faults(cluster: &mut LocalCluster) {
 
 /// Changes the membership while the load runs, keeping 3 to 5 members: add a fresh node, remove
 /// one (sometimes the leader), or replace one (add, then remove an old one). Ids are never reused, so once
-/// they run out only removals remain possible.
+/// they run out only removals remain possible. Returns the nodes added or removed and what was
+/// done, for the history.
 async fn membership_fault(
     cluster: &mut LocalCluster,
     sh: &Shared,
     rng: &mut fastrand::Rng,
     n: u64,
-) {
+) -> (Vec<NodeId>, String) {
     let size = cluster.ids().len();
     let can_add = cluster.next_id().is_some();
     let (remove, add) = match (size, can_add) {
@@ -143,8 +166,13 @@ async fn membership_fault(
     };
     if !remove && !add {
         println!("chaos: fault #{n}: membership change skipped (no node id left)");
-        return;
+        return (
+            Vec::new(),
+            "membership change skipped (no node id left)".into(),
+        );
     }
+    let mut nodes = Vec::new();
+    let mut done = Vec::new();
     // Add before removing, so a replacement never drops below the starting size.
     let mut added = None;
     if add {
@@ -154,8 +182,13 @@ async fn membership_fault(
             Ok(id) => {
                 println!("chaos: n{id} joined as a voter");
                 added = Some(id);
+                nodes.push(id);
+                done.push(format!("added n{id}"));
             }
-            Err(e) => println!("chaos: adding n{next} failed: {e}"),
+            Err(e) => {
+                println!("chaos: adding n{next} failed: {e}");
+                done.push(format!("adding n{next} failed"));
+            }
         }
     }
     // Never below three members (a replacement whose add failed removes nobody).
@@ -176,13 +209,21 @@ async fn membership_fault(
             ""
         };
         println!("chaos: fault #{n}: remove n{victim}{what} from the membership");
+        nodes.push(victim);
         match cluster.remove_node(victim).await {
-            Ok(voters) => println!("chaos: removed n{victim}; voters {voters:?}"),
-            Err(e) => println!("chaos: removing n{victim} failed: {e}"),
+            Ok(voters) => {
+                println!("chaos: removed n{victim}; voters {voters:?}");
+                done.push(format!("removed n{victim}{what}"));
+            }
+            Err(e) => {
+                println!("chaos: removing n{victim} failed: {e}");
+                done.push(format!("removing n{victim}{what} failed"));
+            }
         }
     }
     let addrs: Vec<SocketAddr> = cluster.ids().iter().map(|&i| cluster.addr(i)).collect();
     *sh.addrs.write().unwrap_or_else(|e| e.into_inner()) = addrs;
+    (nodes, done.join(", "))
 }
 
 async fn current_leader(cluster: &mut LocalCluster) -> Option<NodeId> {

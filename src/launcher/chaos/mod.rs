@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use super::history::check_history_file;
-use super::history::write_history;
+use super::history::{write_history, Fault as HistoryFault, History};
 use super::processes::{LocalCluster, NodeId};
 use crate::check::{MsgId, Op, Subscription};
 
@@ -63,8 +63,11 @@ pub struct ChaosReport {
     pub faults: u64,
     /// Sends acknowledged.
     pub acked: u64,
-    /// Sends that never got an answer (outcome unknown to the client).
+    /// Sends never acknowledged whose outcome is unknown (some attempt may have been proposed).
     pub unknown: u64,
+    /// Sends never acknowledged that failed definitely (every attempt refused before it was
+    /// proposed); the check holds them absent from the log.
+    pub failed: u64,
     /// Linearizable reads checked.
     pub reads: u64,
     /// Messages delivered to subscribers and checked.
@@ -117,6 +120,8 @@ struct Shared {
     /// across an await.
     addrs: std::sync::RwLock<Vec<SocketAddr>>,
     ops: Mutex<Vec<Op>>,
+    /// The faults injected so far, with their times, for the history file.
+    faults: Mutex<Vec<HistoryFault>>,
     /// Writers and readers stop at their next operation boundary once this is cancelled.
     stop_clients: CancellationToken,
     /// The room's length once converged; subscribers run until they reach it.
@@ -137,6 +142,14 @@ impl Shared {
         // A poisoned lock only means another client task panicked; the history is still valid.
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
     }
+
+    /// Appends one injected fault to the history.
+    fn record_fault(&self, f: HistoryFault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
 }
 
 /// Runs the whole chaos session against a started cluster: the workload, the fault schedule,
@@ -150,6 +163,7 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
         clock: Clock(Instant::now()),
         addrs: std::sync::RwLock::new(ids.iter().map(|&i| cluster.addr(i)).collect()),
         ops: Mutex::new(Vec::new()),
+        faults: Mutex::new(Vec::new()),
         stop_clients: stop.child_token(),
         final_len: AtomicU64::new(u64::MAX),
     });
@@ -240,12 +254,15 @@ pub async fn run(cluster: &mut LocalCluster, cfg: &ChaosConfig) -> ChaosReport {
     }
 
     let ops = sh.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    report.unknown = ops
-        .iter()
-        .filter(|o| matches!(o, Op::Send { acked: None, .. }))
-        .count() as u64;
     super::history::tally(&mut report, &ops, &log, &subs);
-    if let Err(e) = write_history(&cfg.history_file, &ops, &log, &subs) {
+    let history = History {
+        seed: Some(cfg.seed),
+        ops,
+        subs,
+        faults: sh.faults.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        log,
+    };
+    if let Err(e) = write_history(&cfg.history_file, ROOM, &history) {
         println!("chaos: could not write {}: {e}", cfg.history_file.display());
     } else {
         println!("chaos: history written to {}", cfg.history_file.display());

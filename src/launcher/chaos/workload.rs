@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::{Shared, ROOM};
-use crate::check::{MsgId, Op, Subscription};
+use crate::check::{MsgId, Op, SendFailure, Subscription};
 use crate::pb;
 use crate::pb::chat_service_client::ChatServiceClient;
 
@@ -56,52 +56,133 @@ async fn pause(sh: &Shared, d: Duration) {
     }
 }
 
+/// Whether a refused attempt certainly did nothing: refused before anything was proposed. The
+/// server promises that for the reasons `not-leader`, `no-leader`, `retry` and `overloaded`
+/// (it answers `outcome-unknown` instead once any attempt of the call may have been proposed),
+/// and for requests refused as invalid or unauthorized. Everything else (a timeout, a lost
+/// connection, `outcome-unknown`, `shutting-down`, an internal error) may have taken effect.
+pub(super) fn refused_before_proposing(st: &tonic::Status) -> bool {
+    use pb::Reason;
+    match st.code() {
+        Code::Unavailable | Code::ResourceExhausted => matches!(
+            Reason::of(st),
+            Some(Reason::NotLeader | Reason::NoLeader | Reason::Retry | Reason::Overloaded)
+        ),
+        Code::InvalidArgument
+        | Code::OutOfRange
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::NotFound => true,
+        _ => false,
+    }
+}
+
+/// The canonical gRPC name of a code (`UNAVAILABLE`), as the history file spells it.
+pub(super) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// How long a writer retries one message. Writer 0 is impatient, so that faults leave sends it
+/// gave up on (definite failures and unknown outcomes) for the check to hold to their rules;
+/// the others almost always get through.
+fn send_budget(k: usize) -> Duration {
+    if k == 0 {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
 /// One writer: sends until told to stop; each message is retried with its id until it is
-/// acknowledged or its 20 s budget runs out.
+/// acknowledged or its budget ([`send_budget`]) runs out. A send never acknowledged is recorded
+/// with its last error and whether it failed definitely (every attempt
+/// [`refused_before_proposing`]).
 pub(super) async fn writer(sh: Arc<Shared>, k: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let client_name = format!("writer-{k}");
     let mut node = k;
     let mut n = 0u64;
     while !sh.stop_clients.is_cancelled() {
         n += 1;
         let id = uuid::Uuid::from_u128(rng.u128(..)).to_string();
         let invoked = sh.clock.now();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + send_budget(k);
         let mut acked = None;
-        let mut returned = invoked;
+        // Until an attempt may have been proposed, the send has definitely done nothing.
+        let mut definite = true;
+        let mut last: Option<tonic::Status> = None;
         loop {
             let mut c = client(sh.addr(node));
             let r = c
                 .send_message(pb::SendMessageRequest {
                     room: ROOM.into(),
-                    author: format!("writer-{k}"),
+                    author: client_name.clone(),
                     text: format!("w{k} #{n}"),
                     client_request_id: id.clone(),
                 })
                 .await;
             match r {
                 Ok(resp) => {
-                    if let Some(m) = resp.into_inner().message {
-                        acked = Some(m.seq);
-                        returned = sh.clock.now();
+                    match resp.into_inner().message {
+                        Some(m) => acked = Some(m.seq),
+                        // An answer without the message: it did something, but what is unknown.
+                        None => {
+                            definite = false;
+                            last = Some(tonic::Status::internal("answer without a message"));
+                        }
                     }
                     break;
                 }
-                Err(st) if retryable(&st) && Instant::now() < deadline => {
+                Err(st) => {
+                    definite &= refused_before_proposing(&st);
+                    let again = retryable(&st) && Instant::now() < deadline;
+                    if !again {
+                        tracing::warn!(code = ?st.code(), msg = st.message(), "send gave up");
+                    }
+                    last = Some(st);
+                    if !again {
+                        break;
+                    }
                     node += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(st) => {
-                    tracing::warn!(code = ?st.code(), msg = st.message(), "send gave up");
-                    break;
-                }
             }
         }
+        let returned = sh.clock.now();
+        let failure = match (acked, last) {
+            (Some(_), _) | (None, None) => None,
+            (None, Some(st)) => Some(SendFailure {
+                definite,
+                code: code_name(st.code()).to_string(),
+                reason: pb::Reason::of(&st).map(|r| r.as_str().to_string()),
+                gave_up: returned,
+            }),
+        };
         sh.record(Op::Send {
             id,
             invoked,
             returned,
             acked,
+            client: client_name.clone(),
+            failure,
         });
         pause(&sh, Duration::from_millis(20 + rng.u64(0..40))).await;
     }
@@ -112,6 +193,7 @@ const READ_LIMIT: u32 = 1000;
 
 /// One reader: linearizable reads of the room's last few messages.
 pub(super) async fn reader(sh: Arc<Shared>, k: usize) {
+    let client_name = format!("reader-{k}");
     let mut node = k;
     let mut known_len = 0u64;
     while !sh.stop_clients.is_cancelled() {
@@ -132,12 +214,15 @@ pub(super) async fn reader(sh: Arc<Shared>, k: usize) {
                 let msgs = resp.into_inner().messages;
                 if msgs.len() < READ_LIMIT as usize {
                     known_len = from_seq - 1 + msgs.len() as u64;
+                    let seqs = msgs.iter().map(|m| m.seq).collect();
                     let ids = msgs.into_iter().map(|m| m.id).collect();
                     sh.record(Op::Read {
                         invoked,
                         returned,
                         from_seq,
                         ids,
+                        seqs,
+                        client: client_name.clone(),
                     });
                 }
             }
@@ -148,6 +233,8 @@ pub(super) async fn reader(sh: Arc<Shared>, k: usize) {
                     returned,
                     from_seq: 1,
                     ids: Vec::new(),
+                    seqs: Vec::new(),
+                    client: client_name.clone(),
                 });
             }
             Err(_) => node += 1,
