@@ -225,6 +225,22 @@ async fn a_damaged_backup_or_a_used_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("truncated"), "{err}");
 
+    // Damaged inside, with a trailer recomputed to match: the bundle's own checks refuse it,
+    // and the half-written data directory is emptied again.
+    let resealed = src.dir.path().join("resealed.backup");
+    let mut bytes = good.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    let body = bytes.len() - 4;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&resealed, &bytes).unwrap();
+    let out = restore(&resealed, &dst, 1, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a usable backup"), "{err}");
+    assert_eq!(std::fs::read_dir(dst.data_dir(1)).unwrap().count(), 0);
+
     // Not a backup at all.
     let other = src.dir.path().join("other.backup");
     std::fs::write(&other, b"hello, this is not a backup file").unwrap();

@@ -252,9 +252,8 @@ pub struct Restored {
 
 /// Seeds `cfg.data_dir` from the backup at `path` so that `raft_client run` starts from it: the
 /// chat files as a generation of their own, a Raft snapshot at the backup's index and term with
-/// the new membership, and `node.json` with the new cluster id. Verifies the whole file first;
-/// a failure half-way leaves a directory `run` refuses (no `node.json` is written until the
-/// end), to be deleted before trying again.
+/// the new membership, and `node.json` (last) with the new cluster id. Verifies the whole file
+/// first; a failure half-way empties the directory again.
 pub fn restore(path: &Path, cfg: &RestoreConfig) -> Result<Restored, BackupError> {
     if !cfg.conf.voters.contains(&cfg.id) {
         return Err(BackupError::Refused(format!(
@@ -292,6 +291,34 @@ pub fn restore(path: &Path, cfg: &RestoreConfig) -> Result<Restored, BackupError
         }
         Err(e) => return Err(io(e)),
     }
+    let seeded = seed(path, payload_at, &header, cfg, &cluster_id);
+    if let Err(e) = seeded {
+        // The directory was empty or absent: leave it empty again, never half-seeded.
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+        }
+        return Err(e);
+    }
+    Ok(Restored { header, cluster_id })
+}
+
+/// Writes the chat files, the Raft snapshot and hard state, and `node.json` (last) into the
+/// empty directory `cfg.data_dir`.
+fn seed(
+    path: &Path,
+    payload_at: u64,
+    header: &pb::BackupHeader,
+    cfg: &RestoreConfig,
+    cluster_id: &str,
+) -> Result<(), BackupError> {
+    let dir = &cfg.data_dir;
     let data = write_payload(path, payload_at, header.payload_len, dir)?;
     let mut storage = open_storage(&dir.join("raft"), &cfg.conf)?;
     let meta = SnapshotMeta {
@@ -312,14 +339,24 @@ pub fn restore(path: &Path, cfg: &RestoreConfig) -> Result<Restored, BackupError
         .map_err(store)?;
     storage.sync().map_err(store)?;
     drop(storage);
-    check_identity(dir, cfg.id, &cluster_id)?;
-    Ok(Restored { header, cluster_id })
+    check_identity(dir, cfg.id, cluster_id)?;
+    Ok(())
 }
 
 /// Writes the payload's chat files into `<dir>/chat` (a bundle) and returns the snapshot data to
 /// put in force: the manifest naming the new generation, or the inline image.
 fn write_payload(path: &Path, at: u64, len: u64, dir: &Path) -> Result<Bytes, BackupError> {
-    let io = |e: std::io::Error| BackupError::Io(format!("{}: {e}", path.display()));
+    written(path, at, len, dir).map_err(|e| match e {
+        ChatError::Corrupt(reason) | ChatError::InvalidArgument(reason) => BackupError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        },
+        other => BackupError::Io(other.to_string()),
+    })
+}
+
+fn written(path: &Path, at: u64, len: u64, dir: &Path) -> Result<Bytes, ChatError> {
+    let io = |e: std::io::Error| ChatError::Io(format!("{}: {e}", path.display()));
     let mut f = File::open(path).map_err(io)?;
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).map_err(io)?;
     let mut f = f.take(len);
@@ -327,7 +364,7 @@ fn write_payload(path: &Path, at: u64, len: u64, dir: &Path) -> Result<Bytes, Ba
     let n = f.read(&mut buf[..16.min(len as usize)]).map_err(io)?;
     if !bundle::is_bundle(&buf[..n]) {
         if len > MAX_INLINE {
-            return Err(BackupError::Refused(format!(
+            return Err(ChatError::InvalidArgument(format!(
                 "an inline state image of {len} bytes is over the {MAX_INLINE}-byte limit"
             )));
         }
@@ -344,7 +381,7 @@ fn write_payload(path: &Path, at: u64, len: u64, dir: &Path) -> Result<Bytes, Ba
         }
         w.write(&buf[..n])?;
     }
-    Ok(w.finish()?)
+    w.finish()
 }
 
 /// The file's trailer (the checksum of everything else): an id for this backup.
