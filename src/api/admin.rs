@@ -234,26 +234,36 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .await
             .map_err(node_status)?;
         let cfg = self.node.config();
-        let mut source =
-            BackupSource::new(&snap, &cfg.cluster_id, cfg.id, &cfg.data_dir.join("chat")).map_err(
-                |e| Status::internal(format!("cannot read the snapshot to back up: {e}")),
-            )?;
+        let (cluster_id, id) = (cfg.cluster_id.clone(), cfg.id);
+        let chat_root = cfg.data_dir.join("chat");
         tracing::info!(
             index = snap.meta.index,
             term = snap.meta.term,
             "streaming a backup"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || loop {
-            let item = match source.next_piece(BACKUP_CHUNK_BYTES) {
-                Ok(Some(data)) => Ok(pb::BackupChunk { data }),
-                Ok(None) => return,
-                Err(e) => Err(Status::internal(format!("reading the backup failed: {e}"))),
+        // Opening the segment files and reading them both block: a thread of the blocking pool.
+        tokio::task::spawn_blocking(move || {
+            let mut source = match BackupSource::new(&snap, &cluster_id, id, &chat_root) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "cannot read the snapshot to back up: {e}"
+                    ))));
+                    return;
+                }
             };
-            let failed = item.is_err();
-            // The client went away: stop reading.
-            if tx.blocking_send(item).is_err() || failed {
-                return;
+            loop {
+                let item = match source.next_piece(BACKUP_CHUNK_BYTES) {
+                    Ok(Some(data)) => Ok(pb::BackupChunk { data }),
+                    Ok(None) => return,
+                    Err(e) => Err(Status::internal(format!("reading the backup failed: {e}"))),
+                };
+                let failed = item.is_err();
+                // The client went away: stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
