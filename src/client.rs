@@ -23,6 +23,9 @@ pub type AuthChannel = InterceptedService<Channel, Credentials>;
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
 /// How long one membership call may take: adding a voter waits up to 30 s for it to catch up.
 const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a node may take to answer a backup call with its first bytes (a barrier and a
+/// snapshot); the stream itself has no deadline.
+const BACKUP_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Errors of client commands.
@@ -405,6 +408,28 @@ impl Client {
             }
         }
         Err(ClientError::Exhausted("no node answered".into()))
+    }
+
+    /// Opens a backup stream (`Cluster.Backup`) on the first node that serves one, failing over
+    /// on errors a retry may fix (no leader yet, a node down) until the failover deadline.
+    /// The stream's chunks are the backup file's bytes (see `node::backup`).
+    pub async fn backup(&mut self) -> Result<tonic::Streaming<pb::BackupChunk>, ClientError> {
+        let deadline = tokio::time::Instant::now() + FAILOVER_DEADLINE;
+        loop {
+            let ch = self.channel_with_timeout(self.current, BACKUP_OPEN_TIMEOUT)?;
+            let st = match ClusterClient::new(ch).backup(pb::BackupRequest {}).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(st) => st,
+            };
+            if !retryable(&st) || tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Status {
+                    code: st.code(),
+                    message: st.message().to_string(),
+                });
+            }
+            self.rotate();
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     /// Status of every node in the list (an unreachable node gives an error entry).

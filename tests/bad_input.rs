@@ -56,6 +56,7 @@ enum Call {
     Remove(u64),
     Transfer(u64),
     Snapshot,
+    Backup,
 }
 
 struct Row {
@@ -479,6 +480,22 @@ fn rows() -> Vec<Row> {
             Snapshot,
             Code::Unauthenticated,
         ),
+        // Backup
+        r(
+            "backup as user",
+            User,
+            Follower,
+            Backup,
+            Code::PermissionDenied,
+        ),
+        r(
+            "backup without token",
+            Nobody,
+            Leader,
+            Backup,
+            Code::Unauthenticated,
+        ),
+        r("backup as admin", Admin, Follower, Backup, Code::Ok),
     ]
 }
 
@@ -620,6 +637,20 @@ impl Env {
                 .await
                 .map(drop),
             Call::Snapshot => admin.snapshot(pb::SnapshotRequest {}).await.map(drop),
+            Call::Backup => match admin.backup(pb::BackupRequest {}).await {
+                // Read the whole stream: an error may come after the headers.
+                Ok(r) => {
+                    let mut stream = r.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `Cluster`: status, compaction, membership changes and leadership transfer.
+//! `Cluster`: status, compaction, backups, membership changes and leadership transfer.
 //!
 //! Membership calls are served by the leader only. A follower answers like a chat send that
 //! cannot be forwarded: UNAVAILABLE with the leader in the `x-rustyraft-leader` metadata, so the
@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{conf_to_pb, status_to_pb};
 use super::node_status;
+use crate::node::backup::BackupSource;
 use crate::node::membership::{validate_addr, PROMOTE_MAX_LAG};
 use crate::node::{ConfChanged, ConfOp, MembershipError, NodeError, NodeHandle};
 use crate::pb;
@@ -22,6 +23,11 @@ use crate::raft::{NodeId, Role};
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `TransferLeader` waits to see the target lead.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a backup waits for its ReadIndex barrier (a leader must confirm it).
+pub const BACKUP_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes per `BackupChunk`.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
 
 /// The `Cluster` implementation.
 #[derive(Clone)]
@@ -212,6 +218,57 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 .status_changed((deadline - now).min(Duration::from_millis(100)))
                 .await;
         }
+    }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    /// Takes the backup point (barrier, then a snapshot), then streams the file from a blocking
+    /// thread into a small bounded channel: the client's pace drives the disk reads.
+    async fn backup(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let snap = self
+            .node
+            .backup_snapshot(BACKUP_BARRIER_TIMEOUT)
+            .await
+            .map_err(node_status)?;
+        let cfg = self.node.config();
+        let (cluster_id, id) = (cfg.cluster_id.clone(), cfg.id);
+        let chat_root = cfg.data_dir.join("chat");
+        tracing::info!(
+            index = snap.meta.index,
+            term = snap.meta.term,
+            "streaming a backup"
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Opening the segment files and reading them both block: a thread of the blocking pool.
+        tokio::task::spawn_blocking(move || {
+            let mut source = match BackupSource::new(&snap, &cluster_id, id, &chat_root) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "cannot read the snapshot to back up: {e}"
+                    ))));
+                    return;
+                }
+            };
+            loop {
+                let item = match source.next_piece(BACKUP_CHUNK_BYTES) {
+                    Ok(Some(data)) => Ok(pb::BackupChunk { data }),
+                    Ok(None) => return,
+                    Err(e) => Err(Status::internal(format!("reading the backup failed: {e}"))),
+                };
+                let failed = item.is_err();
+                // The client went away: stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn snapshot(

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[path = "raft_client/backup.rs"]
+mod backup;
 #[path = "raft_client/run.rs"]
 mod run;
 use run::{run_node, RunArgs};
@@ -49,6 +51,12 @@ enum Cmd {
         #[command(subcommand)]
         op: rustyraft::api::auth::TokenCommand,
     },
+    /// Save a backup of a running cluster: `backup --addr A --out FILE` (a consistent snapshot at
+    /// a linearizable point, checksummed; see docs/operations.md).
+    Backup(backup::BackupArgs),
+    /// Seed a new node's data directory from a backup: `restore FILE --data-dir D --id N
+    /// --peers 1=host:port,2=...` (once per node of the new cluster), then `run` each node.
+    Restore(backup::RestoreArgs),
     /// Send one message; prints its seq and raft index.
     Send {
         /// Node addresses, comma-separated; the client fails over between them.
@@ -456,6 +464,8 @@ async fn main() -> std::process::ExitCode {
         Cmd::Cluster(a) => run_cluster(a, creds).await,
         Cmd::Certs { op } => run_certs(op),
         Cmd::Token { op } => run_token(op),
+        Cmd::Backup(a) => backup::run_backup(a, creds).await,
+        Cmd::Restore(a) => backup::run_restore(a),
         Cmd::Send {
             addr,
             room,

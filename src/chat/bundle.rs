@@ -41,7 +41,10 @@ pub struct BundleReader {
     lens: Vec<u64>,
     seg: usize,
     seg_left: u64,
-    file: Option<File>,
+    /// Every segment the manifest names with bytes, opened up front: an open file stays
+    /// readable if its generation is removed meanwhile (a follower installing a snapshot from
+    /// its leader while it serves a backup or a transfer).
+    files: Vec<Option<File>>,
     digest: crc::Digest<'static, u32>,
     total: u64,
     done: bool,
@@ -59,14 +62,27 @@ impl BundleReader {
         head.extend_from_slice(&(manifest.len() as u64).to_le_bytes());
         head.extend_from_slice(manifest);
         let total = head.len() as u64 + lens.iter().sum::<u64>() + 4;
+        let gen_dir = ChatDir::new(root, false).gen_dir(&gen);
+        let mut files = Vec::with_capacity(lens.len());
+        for (n, &len) in lens.iter().enumerate() {
+            if len == 0 {
+                files.push(None);
+                continue;
+            }
+            let path = disk::seg_path(&gen_dir, n as u32);
+            match File::open(&path) {
+                Ok(f) => files.push(Some(f)),
+                Err(e) => return Some(Err(io_err(&path, e))),
+            }
+        }
         Some(Ok(BundleReader {
             head: Bytes::from(head),
             head_at: 0,
-            gen_dir: ChatDir::new(root, false).gen_dir(&gen),
+            gen_dir,
             seg_left: lens.first().copied().unwrap_or(0),
             lens,
             seg: 0,
-            file: None,
+            files,
             digest: CRC32C.digest(),
             total,
             done: false,
@@ -94,20 +110,21 @@ impl BundleReader {
         }
         while self.seg < self.lens.len() {
             if self.seg_left == 0 {
+                // Done with this segment: close it.
+                if let Some(f) = self.files.get_mut(self.seg) {
+                    *f = None;
+                }
                 self.seg += 1;
-                self.file = None;
                 self.seg_left = self.lens.get(self.seg).copied().unwrap_or(0);
                 continue;
             }
             let path = disk::seg_path(&self.gen_dir, self.seg as u32);
-            if self.file.is_none() {
-                self.file = Some(File::open(&path).map_err(|e| io_err(&path, e))?);
-            }
+            let Some(Some(f)) = self.files.get_mut(self.seg) else {
+                return Err(ChatError::Io(format!("{}: not open", path.display())));
+            };
             let n = (self.seg_left.min(max as u64)) as usize;
             out.resize(n, 0);
-            if let Some(f) = self.file.as_mut() {
-                f.read_exact(&mut out).map_err(|e| io_err(&path, e))?;
-            }
+            f.read_exact(&mut out).map_err(|e| io_err(&path, e))?;
             self.seg_left -= n as u64;
             self.digest.update(&out);
             return Ok(Some(out));

@@ -338,3 +338,33 @@ fn many_rooms_keep_the_open_tails_under_the_budget() {
     assert_eq!(tails, s.tail_bytes);
     assert_eq!(s.history("room-7", 1, 10, false).unwrap().len(), 2);
 }
+
+#[test]
+fn a_bundle_being_read_survives_the_removal_of_its_generation() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let mut s = open(src.path());
+    s.restore(&Bytes::new()).unwrap();
+    for (i, e) in entries(500) {
+        s.apply(i, 1, &e);
+    }
+    let manifest = s.snapshot().unwrap();
+    s.flush().unwrap();
+    assert!(segment_bytes(&s) > 0);
+    let mut r = BundleReader::new(src.path(), &manifest).unwrap().unwrap();
+    // A follower installing a leader's snapshot removes its old generation meanwhile.
+    for e in std::fs::read_dir(src.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("gen-") {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+    }
+    let mut w = BundleWriter::new(ChatDir::new(dst.path(), false), 1 << 20);
+    while let Some(p) = r.next_piece(4096).unwrap() {
+        w.write(&p).unwrap();
+    }
+    let got = w.finish().unwrap();
+    let mut t = open(dst.path());
+    t.restore(&got).unwrap();
+    assert_eq!(all_history(&t).len(), 500);
+}

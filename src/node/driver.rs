@@ -35,6 +35,7 @@ use self::observe::{answer, Observed};
 use self::os::{lower_thread_priority, release_free_memory, remove_dir_in_background};
 use self::persist::Persister;
 
+mod backup;
 mod compaction;
 mod conf;
 mod observe;
@@ -375,6 +376,9 @@ impl<S: LogStore + Send + 'static> Driver<S> {
             }
             Request::Snapshot { reply } => {
                 let _ = reply.send(self.maybe_compact(true));
+            }
+            Request::Backup { reply } => {
+                let _ = reply.send(self.backup_snapshot());
             }
             Request::ChangeConf { op, reply } => self.change_conf(op, reply),
             Request::TransferLeader { target, reply } => {

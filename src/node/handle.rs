@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{ConfChanged, ConfOp, NodeConfig, NodeError, NodeStatus};
 use crate::chat::{Applied, ChatMessage, ChatState, Command};
-use crate::raft::NodeId;
+use crate::raft::{NodeId, Snapshot};
 
 /// Capacity of the applied-message broadcast.
 pub const EVENTS_CAPACITY: usize = 1024;
@@ -37,6 +37,10 @@ pub(crate) enum Request {
     /// Compact the log now.
     Snapshot {
         reply: oneshot::Sender<Result<(u64, u64), NodeError>>,
+    },
+    /// Compact the log now and answer with the latest snapshot, data included (a backup).
+    Backup {
+        reply: oneshot::Sender<Result<Snapshot, NodeError>>,
     },
     /// Change the membership; answered once the configuration entry is committed.
     ChangeConf {
@@ -266,6 +270,14 @@ impl NodeHandle {
     /// Takes a snapshot now; returns its (index, term).
     pub async fn snapshot(&self) -> Result<(u64, u64), NodeError> {
         self.request(|reply| Request::Snapshot { reply }).await
+    }
+
+    /// A backup point: a ReadIndex barrier (bounded by `timeout`), then a snapshot at an applied
+    /// index at or past it. Returns the snapshot (for a chat directory, its data is the
+    /// manifest; the files it names are only ever appended to while this node serves them).
+    pub async fn backup_snapshot(&self, timeout: Duration) -> Result<Snapshot, NodeError> {
+        self.linearizable_barrier(timeout).await?;
+        self.request(|reply| Request::Backup { reply }).await
     }
 
     /// Waits until the status changes or `timeout` passes; used to retry after a leader change.

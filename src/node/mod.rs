@@ -8,6 +8,7 @@
 //! - `driver`: the task that owns `Raft`, persists, sends, applies and answers;
 //! - [`membership`]: membership changes as the driver runs them;
 //! - [`join`]: `--join`: discovering a running cluster and adding this node to it;
+//! - [`backup`]: backup files, and seeding a new data directory from one (restore);
 //! - `status`: what a node reports about itself;
 //! - `probe`: its answers to `/healthz` and `/readyz`.
 //!
@@ -15,6 +16,7 @@
 //! records the node id and cluster id so that a data directory is never reused by another node
 //! or cluster by mistake.
 
+pub mod backup;
 mod config;
 mod driver;
 mod handle;

@@ -67,7 +67,21 @@ impl Cluster {
         Self::start_inner(n, extra, true, true)
     }
 
+    /// Like [`Cluster::start`] without starting any node: the data directories can be seeded
+    /// first (`raft_client restore`), then each node started with [`Cluster::spawn`].
+    pub fn prepare(n: u64, extra: &[&str]) -> Cluster {
+        Self::build(n, extra, true, false)
+    }
+
     fn start_inner(n: u64, extra: &[&str], secret: bool, with_http: bool) -> Cluster {
+        let mut c = Self::build(n, extra, secret, with_http);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn build(n: u64, extra: &[&str], secret: bool, with_http: bool) -> Cluster {
         let nodes: BTreeMap<u64, Node> = (1..=n)
             .map(|id| {
                 (
@@ -107,17 +121,13 @@ impl Cluster {
         } else {
             BTreeMap::new()
         };
-        let mut c = Cluster {
+        Cluster {
             nodes,
             peers,
             dir,
             extra: base,
             http,
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {

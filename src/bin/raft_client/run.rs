@@ -54,7 +54,8 @@ pub(super) struct RunArgs {
     /// Data directory (default `./data/node-<id>`); `<dir>/raft` holds the log.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Cluster id; peers with another id are refused. Default `rustyraft`; with --join, the
+    /// Cluster id; peers with another id are refused. Default: the one recorded in the data
+    /// directory (a restart, or a directory seeded by `restore`), else `rustyraft`; with --join, the
     /// cluster's own id (giving one checks it).
     #[arg(long)]
     cluster_id: Option<String>,
@@ -133,12 +134,12 @@ const CLUSTER_SECRET_ENV: &str = "RUSTYRAFT_CLUSTER_SECRET";
 
 /// Bootstrap members: client addresses, and the peer addresses given explicitly.
 #[derive(Clone, Debug, Default)]
-struct Members {
-    client: BTreeMap<u64, String>,
-    peer: BTreeMap<u64, String>,
+pub(super) struct Members {
+    pub(super) client: BTreeMap<u64, String>,
+    pub(super) peer: BTreeMap<u64, String>,
 }
 
-fn parse_members(s: &str) -> Result<Members, String> {
+pub(super) fn parse_members(s: &str) -> Result<Members, String> {
     let mut m = Members::default();
     for (id, a) in parse_peers(s)? {
         match a.split_once('@') {
@@ -277,9 +278,12 @@ pub(super) async fn run_node(a: RunArgs, dial: rustyraft::tls::Credentials) -> a
             expect_cluster_id: a.cluster_id.clone().or(token_cluster.clone()),
         });
     }
+    // Without --cluster-id, a data directory that was used before (or seeded by `restore`)
+    // keeps its own cluster id.
     cfg.cluster_id = a
         .cluster_id
         .or(token_cluster)
+        .or_else(|| rustyraft::node::stored_cluster_id(&cfg.data_dir))
         .unwrap_or_else(|| "rustyraft".into());
     if cfg.cluster_secrets.is_empty() {
         // A restart: the data directory keeps the secret it was given.
