@@ -267,9 +267,17 @@ fn a_node_that_cannot_bind_fails_the_launch() {
     use std::io::Read;
     let dir = tempfile::tempdir().expect("tempdir");
     let needle = dir.path().to_string_lossy().to_string();
-    let base = free_base_port(9);
-    // Something else holds node 1's port (it accepts connections but never speaks gRPC).
-    let _squatter = std::net::TcpListener::bind(("127.0.0.1", base)).expect("bind the base port");
+    // Something else holds node 1's port (it accepts connections but never speaks gRPC). The
+    // range is picked again if the port was taken between the check and this bind (seen twice
+    // in CI, cause not found: the range is free when checked, then the bind fails at once).
+    let (base, _squatter) = (0..20)
+        .find_map(|_| {
+            let base = free_base_port(9);
+            std::net::TcpListener::bind(("127.0.0.1", base))
+                .ok()
+                .map(|l| (base, l))
+        })
+        .expect("a free port range whose base port can be held");
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_run_n_clients"))
         .arg("3")
         .arg("--base-port")
